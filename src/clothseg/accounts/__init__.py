@@ -1,0 +1,6 @@
+"""Accounts: API keys, credits and the per-key QPS limit."""
+
+from clothseg.accounts.keys import TASK_COST, Accounts, InsufficientCredits, KeyInfo
+from clothseg.accounts.ratelimit import RateLimiter, TokenBucketLimiter
+
+__all__ = ["TASK_COST", "Accounts", "InsufficientCredits", "KeyInfo", "RateLimiter", "TokenBucketLimiter"]

@@ -1,0 +1,106 @@
+"""Evaluation on a folder in CCP's layout (photos/, annotations/pixel-level/,
+label_list.mat) over the nine eval classes of taxonomy.EVAL_CLASSES."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from clothseg.engine.core import Engine
+from clothseg.engine.taxonomy import (
+    CCP_IGNORED,
+    CCP_TO_FINE,
+    EVAL_CLASSES,
+    EVAL_MEMBERS,
+    FINE_INDEX,
+    FINE_LABELS,
+)
+
+IGNORE = 255
+
+
+def validation_split(stems: list[str]) -> tuple[list[str], list[str]]:
+    """Our fixed (train, validation) split of pixel-annotated CCP photos: sorted
+    by number, every 9th (index % 9 == 0) is validation."""
+    ordered = sorted(stems)
+    return ([s for i, s in enumerate(ordered) if i % 9],
+            [s for i, s in enumerate(ordered) if i % 9 == 0])
+
+
+def fine_to_eval_lut() -> np.ndarray:
+    lut = np.zeros(len(FINE_LABELS), np.uint8)
+    for ei, name in enumerate(EVAL_CLASSES):
+        for fine in EVAL_MEMBERS[name]:
+            lut[FINE_INDEX[fine]] = ei
+    return lut
+
+
+def ccp_to_eval_lut(label_names: list[str]) -> np.ndarray:
+    """CCP label index -> eval class index (IGNORE for socks/stockings/tights)."""
+    fine_lut = fine_to_eval_lut()
+    return np.array([IGNORE if n in CCP_IGNORED else fine_lut[FINE_INDEX[CCP_TO_FINE[n]]]
+                     for n in label_names], np.uint8)
+
+
+def ccp_label_names(ccp: Path) -> list[str]:
+    import scipy.io as sio
+
+    cells = sio.loadmat(str(ccp / "label_list.mat"))["label_list"][0]
+    return [str(c[0]) if len(c) else "" for c in cells]
+
+
+def annotated_stems(ccp: Path) -> list[str]:
+    return sorted(p.stem for p in (ccp / "annotations" / "pixel-level").glob("*.mat")
+                  if (ccp / "photos" / f"{p.stem}.jpg").exists())
+
+
+def iter_ccp(ccp: Path, stems: list[str]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(stem, RGB photo, CCP label map at the photo's size)."""
+    import scipy.io as sio
+
+    for stem in stems:
+        rgb = cv2.cvtColor(cv2.imread(str(ccp / "photos" / f"{stem}.jpg")), cv2.COLOR_BGR2RGB)
+        gt = sio.loadmat(str(ccp / "annotations" / "pixel-level" / f"{stem}.mat"))["groundtruth"]
+        if gt.shape != rgb.shape[:2]:
+            gt = cv2.resize(gt, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
+        yield stem, rgb, gt
+
+
+@dataclass
+class EvalResult:
+    images: int
+    miou: float
+    pixel_accuracy: float
+    iou: dict[str, float]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"images": self.images, "miou": round(self.miou, 4),
+                "pixel_accuracy": round(self.pixel_accuracy, 4), "iou": self.iou}
+
+
+def predict_eval_classes(engine: Engine, rgb: np.ndarray, quality: int, detail_mode: int = 1) -> np.ndarray:
+    """Eval class per pixel at the photo's size."""
+    probs, _ = engine.fine_probabilities(rgb, quality, detail_mode)
+    h, w = rgb.shape[:2]
+    full = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR)
+    return fine_to_eval_lut()[full.reshape(h, w, -1).argmax(2)]
+
+
+def evaluate(engine: Engine, ccp: Path, stems: list[str], quality: int = 1) -> EvalResult:
+    lut = ccp_to_eval_lut(ccp_label_names(ccp))
+    k = len(EVAL_CLASSES)
+    conf = np.zeros((k, k), np.int64)
+    for _, rgb, gt in iter_ccp(ccp, stems):
+        pred = predict_eval_classes(engine, rgb, quality)
+        g = lut[gt]
+        valid = g != IGNORE
+        conf += np.bincount(g[valid].astype(np.int64) * k + pred[valid], minlength=k * k).reshape(k, k)
+    inter = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - inter
+    iou = inter / np.maximum(union, 1)
+    return EvalResult(len(stems), float(iou.mean()), float(inter.sum() / max(conf.sum(), 1)),
+                      {n: round(float(v), 4) for n, v in zip(EVAL_CLASSES, iou, strict=True)})

@@ -1,0 +1,7 @@
+"""Tasks and their queue: the lifecycle of a segmentation request."""
+
+from clothseg.tasks.dispatch import Dispatcher, ThreadPoolDispatcher
+from clothseg.tasks.service import ZIP_NAME, Job, QueueFull, TaskService
+from clothseg.tasks.states import TaskState
+
+__all__ = ["ZIP_NAME", "Dispatcher", "Job", "QueueFull", "TaskService", "TaskState", "ThreadPoolDispatcher"]

@@ -1,0 +1,39 @@
+"""Task state codes (``data.state``) exactly as the spec numbers them."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class TaskState(IntEnum):
+    CANCELLED = -13  # interrupted by a crash/restart too often
+    EMPTY_RESULT = -11  # no person found
+    TIMEOUT = -8
+    INVALID_IMAGE = -7
+    URL_TOO_LARGE = -5
+    DOWNLOAD_FAILED = -3
+    STORAGE_FAILED = -2
+    FAILED = -1
+    QUEUED = 0
+    SUCCEEDED = 1
+    PREPARING = 2
+    PROCESSING = 4
+    PUBLISHING = 5
+    # -14 "input image content does not meet the requirements": over 4096 px a side.
+    IMAGE_TOO_LARGE = -14
+
+    @property
+    def finished(self) -> bool:
+        return self < 0 or self == TaskState.SUCCEEDED
+
+
+RUNNING_STATES = (TaskState.PREPARING, TaskState.PROCESSING, TaskState.PUBLISHING)
+
+
+class TaskFailure(Exception):
+    """Ends a task with ``state`` and a message for the client."""
+
+    def __init__(self, state: TaskState, message: str) -> None:
+        super().__init__(message)
+        self.state = state
+        self.message = message

@@ -1,0 +1,72 @@
+"""Export a training checkpoint's EMA weights to the ONNX model the engine loads.
+
+    python -m training.export --checkpoint var/training/run1/best.pt \
+        --out src/clothseg/models/clothseg-parsing.onnx
+
+Writes the model (softmax included, dynamic height/width) and beside it a JSON
+card with the labels, input normalisation and training metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from clothseg.engine.priors import PRIOR_CHANNELS
+from clothseg.engine.taxonomy import FINE_LABELS
+from training.model import ParsingNet
+from training.train import IN_CHANNELS, MEAN, STD
+
+
+class WithSoftmax(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).softmax(1)
+
+
+def load_network(checkpoint: Path) -> tuple[ParsingNet, dict]:
+    ck = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), ck["args"]["model_width"])
+    net.load_state_dict(ck["ema"])
+    return net.eval(), ck
+
+
+def export(net: torch.nn.Module, out: Path, card: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.randn(1, IN_CHANNELS, 384, 256)
+    torch.onnx.export(
+        WithSoftmax(net).eval(), (dummy,), str(out), input_names=["input"], output_names=["probs"],
+        dynamic_axes={"input": {2: "height", 3: "width"}, "probs": {2: "height", 3: "width"}},
+        opset_version=17, dynamo=False,
+    )
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--checkpoint", type=Path, default=Path("var/training/run1/best.pt"))
+    p.add_argument("--out", type=Path, default=Path("src/clothseg/models/clothseg-parsing.onnx"))
+    args = p.parse_args()
+    net, ck = load_network(args.checkpoint)
+    card = {
+        "name": "clothseg-parsing",
+        "labels": list(FINE_LABELS),
+        "mean": MEAN.flatten().tolist(),
+        "std": STD.flatten().tolist(),
+        "prior_channels": PRIOR_CHANNELS,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "training": {k: ck["args"][k] for k in ("epochs", "height", "width", "model_width", "batch", "lr")},
+        "validation_at_training_resolution": ck.get("metrics"),
+    }
+    export(net, args.out, card)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

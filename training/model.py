@@ -1,0 +1,99 @@
+"""The clothseg parsing network: a MobileNetV2-style encoder with a light ASPP
+and a two-skip decoder, small enough to run in tens of milliseconds on a CPU.
+
+Input: RGB (normalised) plus the pose prior channels; output: logits over the
+fine taxonomy at the input resolution.  Fully convolutional, so any input size
+that is a multiple of 16 works (the engine pads to that).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1,
+            groups: int = 1, act: bool = True) -> nn.Sequential:
+    pad = dilation * (k - 1) // 2
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1, expand: int = 4, dilation: int = 1):
+        super().__init__()
+        mid = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.block = nn.Sequential(
+            conv_bn(cin, mid, 1) if expand != 1 else nn.Identity(),
+            conv_bn(mid, mid, 3, stride, dilation, groups=mid),
+            conv_bn(mid, cout, 1, act=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.use_res else y
+
+
+def stage(cin: int, cout: int, n: int, stride: int, expand: int = 4, dilation: int = 1) -> nn.Sequential:
+    blocks = [InvertedResidual(cin, cout, stride, expand, 1 if stride > 1 else dilation)]
+    blocks += [InvertedResidual(cout, cout, 1, expand, dilation) for _ in range(n - 1)]
+    return nn.Sequential(*blocks)
+
+
+class SeparableConv(nn.Sequential):
+    def __init__(self, cin: int, cout: int, dilation: int = 1):
+        super().__init__(conv_bn(cin, cin, 3, dilation=dilation, groups=cin), conv_bn(cin, cout, 1))
+
+
+class LiteASPP(nn.Module):
+    def __init__(self, cin: int, cout: int, rates: tuple[int, ...] = (2, 4, 8)):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [conv_bn(cin, cout, 1)] + [SeparableConv(cin, cout, r) for r in rates]
+        )
+        self.pool = conv_bn(cin, cout, 1)
+        self.project = conv_bn(cout * (len(rates) + 2), cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [b(x) for b in self.branches]
+        pooled = self.pool(x.mean(dim=(2, 3), keepdim=True))
+        feats.append(pooled.expand(-1, -1, x.shape[2], x.shape[3]))
+        return self.project(torch.cat(feats, 1))
+
+
+class ParsingNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, width: float = 1.0):
+        super().__init__()
+
+        def c(n: int) -> int:
+            return max(8, int(round(n * width / 8)) * 8)
+
+        self.stem = nn.Sequential(conv_bn(in_channels, c(32), 3, 2), stage(c(32), c(24), 1, 1, expand=1))
+        self.s4 = stage(c(24), c(40), 2, 2)       # 1/4
+        self.s8 = stage(c(40), c(64), 3, 2)       # 1/8
+        self.s16 = nn.Sequential(stage(c(64), c(112), 4, 2), stage(c(112), c(160), 3, 1, expand=6, dilation=2))
+        self.aspp = LiteASPP(c(160), c(128))
+        self.skip8 = conv_bn(c(64), c(48), 1)
+        self.fuse8 = nn.Sequential(SeparableConv(c(128) + c(48), c(96)), SeparableConv(c(96), c(96)))
+        self.skip4 = conv_bn(c(40), c(32), 1)
+        self.fuse4 = nn.Sequential(SeparableConv(c(96) + c(32), c(64)), SeparableConv(c(64), c(64)))
+        self.head = nn.Conv2d(c(64), num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        f2 = self.stem(x)
+        f4 = self.s4(f2)
+        f8 = self.s8(f4)
+        y = self.aspp(self.s16(f8))
+        y = F.interpolate(y, size=f8.shape[2:], mode="bilinear", align_corners=False)
+        y = self.fuse8(torch.cat([y, self.skip8(f8)], 1))
+        y = F.interpolate(y, size=f4.shape[2:], mode="bilinear", align_corners=False)
+        y = self.fuse4(torch.cat([y, self.skip4(f4)], 1))
+        return F.interpolate(self.head(y), size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,259 @@
+"""Train the clothseg parsing network on the CCP cache (see training/prepare.py).
+
+    python -m training.train --run var/training/run1 --epochs 60
+
+Resumable: the full state (weights, EMA weights, optimiser, schedule position,
+RNG) is written to ``RUN/last.pt`` every ``--checkpoint-minutes`` and at each
+epoch end; starting the same command again continues from it.  ``RUN/best.pt``
+keeps the EMA weights with the best validation mIoU; ``RUN/log.jsonl`` one line
+per validation.
+
+Split (fixed, documented in docs/MODEL.md): the pixel-annotated photos sorted by
+number; every 9th (index % 9 == 0) is validation, the rest training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clothseg.engine.evaluation import fine_to_eval_lut, validation_split
+from clothseg.engine.priors import PRIOR_CHANNELS
+from clothseg.engine.taxonomy import EVAL_CLASSES, FINE_INDEX, FINE_LABELS
+from training.model import ParsingNet
+
+IGNORE = 255
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+PAD_H, PAD_W = 512, 352  # cache height and a width every CCP photo fits in
+IN_CHANNELS = 3 + PRIOR_CHANNELS
+
+
+def load_cache(cache: Path, stems: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stacked (N,3,H,W) uint8 images, (N,P,H,W) uint8 priors and (N,H,W) uint8
+    labels, padded to PAD_H x PAD_W (label padding = IGNORE)."""
+    n = len(stems)
+    images = torch.zeros(n, 3, PAD_H, PAD_W, dtype=torch.uint8)
+    priors = torch.zeros(n, PRIOR_CHANNELS, PAD_H, PAD_W, dtype=torch.uint8)
+    labels = torch.full((n, PAD_H, PAD_W), IGNORE, dtype=torch.uint8)
+    for i, stem in enumerate(stems):
+        d = np.load(cache / f"{stem}.npz")
+        h, w = d["label"].shape
+        w = min(w, PAD_W)
+        images[i, :, :h, :w] = torch.from_numpy(d["image"][:, :w]).permute(2, 0, 1)
+        priors[i, :, :h, :w] = torch.from_numpy(d["priors"][:, :, :w])
+        labels[i, :h, :w] = torch.from_numpy(d["label"][:, :w])
+    return images, priors, labels
+
+
+def normalise(rgb: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+    """Network input from RGB in [0, 1] and priors in [0, 1]."""
+    return torch.cat([(rgb - MEAN) / STD, priors], 1)
+
+
+def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor,
+            out_h: int, out_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random scale/crop/rotation/flip and colour jitter, one affine per sample."""
+    b = images.shape[0]
+    rgb = images.float() / 255
+    pri = priors.float() / 255
+    # Affine in normalised coords: output (u, v) -> input (x, y).
+    # Base scale: the output window covers the photo's full height at scale 1.
+    scale = torch.empty(b).uniform_(0.65, 1.35)
+    angle = torch.empty(b).uniform_(-12, 12) * math.pi / 180
+    flip = torch.where(torch.rand(b) < 0.5, -1.0, 1.0)
+    aspect = (out_w / out_h) * (PAD_H / PAD_W)
+    sy = 1 / scale
+    sx = sy * aspect
+    tx = torch.empty(b).uniform_(-0.35, 0.35)
+    ty = torch.empty(b).uniform_(-0.3, 0.3)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([
+        torch.stack([sx * cos * flip, -sy * sin * (PAD_W / PAD_H), tx], 1),
+        torch.stack([sx * sin * flip * (PAD_W / PAD_H), sy * cos, ty], 1),
+    ], 1)
+    grid = F.affine_grid(theta, [b, 1, out_h, out_w], align_corners=False)
+    x = F.grid_sample(torch.cat([rgb, pri], 1), grid, mode="bilinear", align_corners=False)
+    lab = F.grid_sample(labels.float().unsqueeze(1) + 1, grid, mode="nearest", align_corners=False)
+    lab = lab.squeeze(1).long() - 1
+    lab[lab < 0] = IGNORE
+    rgb, pri = x[:, :3], x[:, 3:]
+    # Colour jitter: brightness, contrast, saturation, a hue-ish channel mix, gamma.
+    bright = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3)
+    contrast = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3)
+    sat = torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
+    gray = rgb.mean(1, keepdim=True)
+    rgb = gray + (rgb - gray) * sat
+    mean = rgb.mean((1, 2, 3), keepdim=True)
+    rgb = (rgb - mean) * contrast + mean
+    rgb = rgb * bright
+    mix = torch.eye(3) + torch.empty(b, 3, 3).uniform_(-0.08, 0.08)
+    rgb = torch.einsum("bij,bjhw->bihw", mix, rgb)
+    rgb = rgb.clamp(0, 1) ** torch.empty(b, 1, 1, 1).uniform_(0.8, 1.25)
+    # Occasionally drop the priors so the network never depends on them blindly
+    # (MediaPipe misses some people).
+    drop = (torch.rand(b, 1, 1, 1) < 0.1).float()
+    pri = pri * (1 - drop)
+    return normalise(rgb, pri), lab
+
+
+def class_weights(labels: torch.Tensor) -> torch.Tensor:
+    counts = torch.bincount(labels[labels != IGNORE].long().flatten(), minlength=len(FINE_LABELS)).float()
+    freq = counts / counts.sum()
+    med = freq[freq > 0].median()
+    w = (med / freq.clamp_min(1e-8)).sqrt().clamp(0.5, 6.0)
+    return w
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    valid = (target != IGNORE).unsqueeze(1).float()
+    prob = logits.softmax(1) * valid
+    onehot = F.one_hot(target.clamp_max(len(FINE_LABELS) - 1), len(FINE_LABELS)).permute(0, 3, 1, 2).float() * valid
+    inter = (prob * onehot).sum((0, 2, 3))
+    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    present = onehot.sum((0, 2, 3)) > 0
+    dice = (2 * inter + 1) / (denom + 1)
+    return (1 - dice[present]).mean()
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, images: torch.Tensor, priors: torch.Tensor,
+             labels: torch.Tensor, height: int) -> dict[str, object]:
+    """mIoU over the nine eval classes at cache resolution (legwear GT ignored)."""
+    model.eval()
+    lut = torch.from_numpy(fine_to_eval_lut()).long()
+    k = len(EVAL_CLASSES)
+    conf = torch.zeros(k, k, dtype=torch.long)
+    width = int(round(PAD_W * height / PAD_H / 16)) * 16
+    for i in range(0, images.shape[0], 8):
+        x = normalise(images[i:i + 8].float() / 255, priors[i:i + 8].float() / 255)
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+        logits = model(x)
+        logits = F.interpolate(logits, size=(PAD_H, PAD_W), mode="bilinear", align_corners=False)
+        pred = lut[logits.argmax(1)]
+        gt = labels[i:i + 8].long()
+        valid = (gt != IGNORE) & (gt != FINE_INDEX["legwear"])
+        g = lut[gt.clamp_max(len(FINE_LABELS) - 1)]
+        conf += torch.bincount(g[valid] * k + pred[valid], minlength=k * k).view(k, k)
+    inter = conf.diag().float()
+    union = conf.sum(0).float() + conf.sum(1).float() - inter
+    iou = (inter / union.clamp_min(1)).tolist()
+    model.train()
+    return {
+        "miou": float(np.mean(iou)),
+        "pixel_accuracy": float(inter.sum() / conf.sum()),
+        "iou": {n: round(v, 4) for n, v in zip(EVAL_CLASSES, iou, strict=True)},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--cache", type=Path, default=Path("var/training/cache"))
+    p.add_argument("--run", type=Path, default=Path("var/training/run1"))
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--height", type=int, default=320)
+    p.add_argument("--width", type=int, default=224)
+    p.add_argument("--model-width", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--val-every", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    args.run.mkdir(parents=True, exist_ok=True)
+
+    labelled = sorted(f.stem for f in args.cache.glob("*.npz") if "label" in np.load(f).files)
+    train_stems, val_stems = validation_split(labelled)
+    tr_img, tr_pri, tr_lab = load_cache(args.cache, train_stems)
+    va_img, va_pri, va_lab = load_cache(args.cache, val_stems)
+    print(f"train {len(train_stems)} val {len(val_stems)}", flush=True)
+
+    model = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args.model_width)
+    ema = copy.deepcopy(model).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    weights = class_weights(tr_lab)
+    steps_per_epoch = len(train_stems) // args.batch
+    total_steps = args.epochs * steps_per_epoch
+    warmup = 2 * steps_per_epoch
+    state = {"step": 0, "best": 0.0}
+    last = args.run / "last.pt"
+    if last.exists():
+        ck = torch.load(last, weights_only=False)
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        torch.set_rng_state(ck["rng"])
+        print(f"resumed at step {state['step']}", flush=True)
+    else:
+        torch.manual_seed(0)
+    random.seed(state["step"])
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def save() -> None:
+        tmp = last.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                    "state": state, "rng": torch.get_rng_state(), "args": vars(args)}, tmp)
+        tmp.replace(last)
+
+    last_save = time.time()
+    model.train()
+    while state["step"] < total_steps:
+        epoch = state["step"] // steps_per_epoch
+        g = torch.Generator().manual_seed(1000 + epoch)
+        order = torch.randperm(len(train_stems), generator=g)
+        start = state["step"] % steps_per_epoch
+        t0 = time.time()
+        for it in range(start, steps_per_epoch):
+            idx = order[it * args.batch:(it + 1) * args.batch]
+            x, y = augment(tr_img[idx], tr_pri[idx], tr_lab[idx], args.height, args.width)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(state["step"])
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, weight=weights, ignore_index=IGNORE) + 0.5 * dice_loss(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            decay = min(0.999, (1 + state["step"]) / (10 + state["step"]))
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                    pe.lerp_(pm, 1 - decay)
+                for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+                    be.copy_(bm)
+            state["step"] += 1
+            if time.time() - last_save > args.checkpoint_minutes * 60:
+                save()
+                last_save = time.time()
+        print(f"epoch {epoch} loss {loss.item():.3f} lr {lr_at(state['step']):.5f} "
+              f"{time.time() - t0:.0f}s", flush=True)
+        if (epoch + 1) % args.val_every == 0 or state["step"] >= total_steps:
+            metrics = validate(ema, va_img, va_pri, va_lab, args.height)
+            metrics.update(epoch=epoch, step=state["step"], time=time.time())
+            with open(args.run / "log.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            print(json.dumps(metrics), flush=True)
+            if metrics["miou"] > state["best"]:
+                state["best"] = metrics["miou"]
+                torch.save({"ema": ema.state_dict(), "metrics": metrics, "args": vars(args)},
+                           args.run / "best.pt")
+        save()
+        last_save = time.time()
+
+
+if __name__ == "__main__":
+    main()
