@@ -1,0 +1,125 @@
+"""Fixtures that run the real server (``clothseg serve``) in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+DATA = Path(__file__).parent / "data"
+CCP = DATA / "ccp"
+PHOTO = CCP / "photos" / "0040.jpg"
+TASKS = "/api/tasks/visual/clothing-segmentation"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One ``clothseg serve`` process on a free port with its own data dir."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = {**os.environ, "CLOTHSEG_SWEEP_INTERVAL": "1", **env}
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.base_url, timeout=120)
+        self.log = data_dir / "server.log"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clothseg.cli", *args, "--data-dir", str(self.data_dir)],
+            env=self.env, capture_output=True, text=True, check=True, timeout=120,
+        )
+
+    def make_key(self, credits: int = 1000, qps: float = 100) -> str:
+        out = self.cli("keys", "create", "--credits", str(credits), "--qps", str(qps)).stdout
+        return out.strip().splitlines()[-1]
+
+    def start(self) -> Server:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "clothseg.cli", "serve", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+    # -- API helpers --------------------------------------------------------------
+    def create(self, key: str, data: dict[str, str] | None = None,
+               image: bytes | None = None, filename: str = "photo.jpg") -> httpx.Response:
+        files = {"image_file": (filename, image, "application/octet-stream")} if image is not None else None
+        return self.http.post(TASKS, headers={"X-API-KEY": key}, data=data or {}, files=files)
+
+    def task(self, key: str, task_id: str) -> httpx.Response:
+        return self.http.get(f"{TASKS}/{task_id}", headers={"X-API-KEY": key})
+
+    def wait(self, key: str, task_id: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = self.task(key, task_id).json()
+            if body["data"]["state"] == 1 or body["data"]["state"] < 0:
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_id} did not finish")
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture(scope="module")
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    started: list[Server] = []
+
+    def make(data_dir: Path | None = None, start: bool = True, **env: str) -> Server:
+        d = data_dir or tmp_path_factory.mktemp("clothseg")
+        srv = Server(d, {f"CLOTHSEG_{k.upper()}": v for k, v in env.items()})
+        started.append(srv)
+        return srv.start() if start else srv
+
+    yield make
+    for srv in started:
+        srv.stop(kill=True)
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: ServerFactory) -> Server:
+    """A server with default settings, shared by a test module."""
+    return server_factory()
+
+
+@pytest.fixture(scope="module")
+def key(server: Server) -> str:
+    return server.make_key(credits=100000, qps=1000)
+
+
+@pytest.fixture(scope="session")
+def photo() -> bytes:
+    return PHOTO.read_bytes()
