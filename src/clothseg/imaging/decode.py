@@ -13,13 +13,6 @@ from PIL import Image, ImageOps
 # for honest big photos instead of treating them as bombs.
 Image.MAX_IMAGE_PIXELS = 4 * 4096 * 4096
 
-# Camera raw files that rawpy (LibRaw) decodes; Pillow cannot.
-RAW_SIGNATURES: tuple[bytes, ...] = (
-    b"II*\x00\x10\x00\x00\x00CR",  # Canon CR2
-    b"FUJIFILMCCD-RAW",  # Fuji RAF
-    b"IIRO", b"IIU\x00", b"MMOR",  # Olympus ORF, Panasonic RW2, Olympus ORF (BE)
-)
-
 
 class InvalidImage(ValueError):
     """Not a decodable image (API state -7)."""
@@ -46,11 +39,9 @@ def decode_image(data: bytes, max_side: int = 4096) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means "not an image"
-        if _looks_raw(data):
-            return _decode_raw(data, max_side)
-        raise InvalidImage("the file is not a decodable image") from exc
-    if _looks_raw(data) or (img.format == "TIFF" and _is_raw_tiff(img)):
+    except Exception:  # noqa: BLE001 - not for Pillow: perhaps camera raw
+        return _decode_raw(data, max_side)
+    if img.format == "TIFF" and _is_raw_tiff(img):
         return _decode_raw(data, max_side)
     return _to_rgb(img)
 
@@ -79,10 +70,6 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def _looks_raw(data: bytes) -> bool:
-    return any(data.startswith(sig) for sig in RAW_SIGNATURES)
-
-
 def _is_raw_tiff(img: Image.Image) -> bool:
     """DNG and NEF are TIFF containers; their first IFD is only a thumbnail."""
     tags = getattr(img, "tag_v2", {})
@@ -98,5 +85,5 @@ def _decode_raw(data: bytes, max_side: int) -> np.ndarray:
             return np.ascontiguousarray(raw.postprocess(use_camera_wb=True, output_bps=8))
     except ImageTooLarge:
         raise
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidImage("the camera raw file could not be decoded") from exc
+    except Exception as exc:  # noqa: BLE001 - neither Pillow nor LibRaw can read it
+        raise InvalidImage("the file is not a decodable image") from exc

@@ -1,0 +1,132 @@
+"""End-to-end: image_url downloads, their limits and the private-network guard."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from conftest import PHOTO, Server, ServerFactory
+
+MB = 1024 * 1024
+
+
+class ImageHost(BaseHTTPRequestHandler):
+    """Serves the test photo and the awkward cases an image URL can be."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if "Transfer-Encoding" not in (headers or {}):
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path
+        if path == "/photo.jpg":
+            self._send(200, PHOTO.read_bytes(), {"Content-Type": "image/jpeg"})
+        elif path.startswith("/redirect/"):
+            n = int(path.rsplit("/", 1)[1])
+            self._send(302, headers={"Location": "/photo.jpg" if n <= 1 else f"/redirect/{n - 1}"})
+        elif path == "/to-metadata":
+            self._send(302, headers={"Location": "http://169.254.169.254/latest/meta-data"})
+        elif path == "/big":
+            self._send(200, b"\xff" * (2 * MB))
+        elif path == "/big-chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"\xff" * 65536
+            for _ in range(40):  # 2.5 MB, never announced
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/slow":
+            time.sleep(3)
+            self._send(200, PHOTO.read_bytes())
+        elif path == "/text":
+            self._send(200, b"<html>hello</html>", {"Content-Type": "text/html"})
+        else:
+            self._send(404, b"not found")
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHost)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def url_server(server_factory: ServerFactory) -> Server:
+    # The test host is on loopback: the operator allow-list must name it.
+    return server_factory(url_allowlist="127.0.0.1/32", max_url_bytes=str(MB),
+                          url_read_timeout="1", url_max_redirects="3")
+
+
+@pytest.fixture(scope="module")
+def url_key(url_server: Server) -> str:
+    return url_server.make_key()
+
+
+def run(server: Server, key: str, url: str) -> dict:
+    resp = server.create(key, {"sync": 1, "image_url": url, "class_type": 3})
+    assert resp.status_code == 200
+    return resp.json()
+
+
+def test_image_url_is_downloaded_and_segmented(url_server: Server, url_key: str, host: str) -> None:
+    body = run(url_server, url_key, f"{host}/photo.jpg")
+    assert body["data"]["state"] == 1 and set(body["data"]["class_masks"]) == {"hair", "face", "head", "body"}
+
+
+def test_redirects_are_followed_up_to_the_limit(url_server: Server, url_key: str, host: str) -> None:
+    assert run(url_server, url_key, f"{host}/redirect/3")["data"]["state"] == 1
+    body = run(url_server, url_key, f"{host}/redirect/5")
+    assert body["data"]["state"] == -3 and "redirected more than 3" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "state", "words"),
+    [
+        ("/missing", -3, "HTTP 404"),
+        ("/big", -5, "larger than"),
+        ("/big-chunked", -5, "larger than"),
+        ("/slow", -3, "timed out"),
+        ("/text", -7, "not a decodable image"),
+        ("/to-metadata", -3, "non-public"),
+    ],
+)
+def test_failed_downloads_end_the_task(url_server: Server, url_key: str, host: str,
+                                       path: str, state: int, words: str) -> None:
+    body = run(url_server, url_key, host + path)
+    assert body["status"] == 200 and body["data"]["state"] == state, body
+    assert words in body["message"]
+
+
+def test_unreachable_host_is_minus_3(url_server: Server, url_key: str) -> None:
+    body = run(url_server, url_key, "http://127.0.0.1:9/photo.jpg")  # discard port: nothing listens
+    assert body["data"]["state"] == -3
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/photo.jpg", "http://[::1]:{port}/photo.jpg",
+                                 "http://10.0.0.1/photo.jpg", "http://169.254.169.254/",
+                                 "http://224.0.0.1/", "http://0.0.0.0/"])
+def test_private_addresses_are_refused_without_allow_list(server: Server, key: str, host: str, url: str) -> None:
+    port = host.rsplit(":", 1)[1]
+    body = run(server, key, url.format(port=port))
+    assert body["data"]["state"] == -3 and "non-public" in body["message"]
+
+
+def test_failed_download_costs_no_credit(url_server: Server, host: str) -> None:
+    key = url_server.make_key(credits=3)
+    assert run(url_server, key, f"{host}/missing")["data"]["state"] == -3
+    assert run(url_server, key, f"{host}/photo.jpg")["data"]["state"] == 1
