@@ -1,4 +1,4 @@
-"""Backend selection from a model spec string."""
+"""Backend selection from a model spec string ``[kind:]path``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ from pathlib import Path
 from clothseg.engine.core import Backend
 from clothseg.engine.onnx_backend import DEFAULT_MODEL, OnnxParsingBackend
 
+KINDS = ("clothseg", "segformer", "schp-lip", "schp-atr", "schp-pascal")
+
 
 def make_backend(model: str | None, threads: int = 0) -> Backend:
     if not model:
         return OnnxParsingBackend(DEFAULT_MODEL, threads)
     kind, sep, path = model.partition(":")
-    if not sep or len(kind) == 1:  # a bare path (or a Windows drive letter)
+    if not sep or kind not in KINDS:  # a bare path
         kind, path = "clothseg", model
     if kind == "clothseg":
         return OnnxParsingBackend(Path(path), threads)
-    raise ValueError(f"unknown model kind {kind!r}")
+    if kind == "segformer":
+        from clothseg.engine.adapters import SegformerBackend
+
+        return SegformerBackend(Path(path), threads)
+    from clothseg.engine.adapters import SchpOnnxBackend
+
+    return SchpOnnxBackend(Path(path), kind.removeprefix("schp-"), threads)

@@ -1,0 +1,168 @@
+"""The engine's contract, the label mapping, the ONNX export and a quality floor."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CCP, PHOTO
+from PIL import Image
+
+from clothseg.engine import Engine, SegmentOptions, load_engine
+from clothseg.engine.evaluation import annotated_stems, ccp_label_names, evaluate
+from clothseg.engine.onnx_backend import DEFAULT_MODEL
+from clothseg.engine.taxonomy import (
+    API_CLASS_MEMBERS,
+    API_CLASSES,
+    CCP_IGNORED,
+    CCP_TO_FINE,
+    CLASS_TYPES,
+    CLOTHING_CATEGORIES,
+    EVAL_MEMBERS,
+    FINE_LABELS,
+)
+from clothseg.tasks.service import clothing_zip
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return load_engine(threads=2)
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    return np.asarray(Image.open(PHOTO).convert("RGB"))
+
+
+# -- the contract -------------------------------------------------------------------
+@pytest.mark.parametrize("class_type", [1, 2, 3, 4])
+def test_masks_cover_the_class_set_at_input_size(engine: Engine, rgb: np.ndarray, class_type: int) -> None:
+    seg = engine.segment(rgb, SegmentOptions(class_type=class_type))
+    assert tuple(seg.class_masks) == CLASS_TYPES[class_type]
+    assert seg.clothing_masks == {}
+    for mask in seg.class_masks.values():
+        assert mask.shape == rgb.shape[:2] and mask.dtype == np.uint8
+
+
+@pytest.mark.parametrize(("height", "width"), [(333, 517), (1001, 377), (64, 48), (2100, 1400)])
+def test_any_input_size_gives_masks_of_that_size(engine: Engine, rgb: np.ndarray, height: int, width: int) -> None:
+    img = np.asarray(Image.fromarray(rgb).resize((width, height)))
+    for quality, detail in ((1, 1), (2, 2)):
+        seg = engine.segment(img, SegmentOptions(class_type=4, quality=quality, detail_mode=detail))
+        for mask in seg.class_masks.values():
+            assert mask.shape == (height, width)
+
+
+@pytest.mark.parametrize(("quality", "detail_mode"), [(1, 1), (2, 1), (1, 2), (2, 2)])
+def test_masks_are_soft_and_find_the_person(engine: Engine, rgb: np.ndarray, quality: int, detail_mode: int) -> None:
+    seg = engine.segment(rgb, SegmentOptions(class_type=4, quality=quality, detail_mode=detail_mode))
+    clothes = seg.class_masks["clothes"]
+    assert clothes.min() == 0 and clothes.max() == 255
+    assert ((clothes > 10) & (clothes < 245)).sum() > 100  # soft edges
+    assert 0.05 < (clothes >= 128).mean() < 0.6
+    assert seg.person_fraction > 0.1
+
+
+def test_quality_2_and_detail_2_agree_with_quality_1(engine: Engine, rgb: np.ndarray) -> None:
+    base = engine.segment(rgb, SegmentOptions(class_type=1)).class_masks["clothes"] >= 128
+    for opts in (SegmentOptions(class_type=1, quality=2), SegmentOptions(class_type=1, detail_mode=2)):
+        other = engine.segment(rgb, opts).class_masks["clothes"] >= 128
+        iou = (base & other).sum() / (base | other).sum()
+        assert iou > 0.8
+
+
+def test_flat_image_is_an_empty_result(engine: Engine) -> None:
+    seg = engine.segment(np.full((300, 200, 3), 128, np.uint8), SegmentOptions(class_type=4))
+    assert seg.class_masks == {} and seg.person_fraction < 0.002
+
+
+def test_output_type_2_and_3_give_clothing_categories(engine: Engine, rgb: np.ndarray) -> None:
+    only_zip = engine.segment(rgb, SegmentOptions(class_type=4, output_type=2))
+    assert only_zip.class_masks == {} and only_zip.clothing_masks
+    both = engine.segment(rgb, SegmentOptions(class_type=4, output_type=3))
+    assert set(both.class_masks) == set(API_CLASSES)
+    assert set(both.clothing_masks) <= set(CLOTHING_CATEGORIES)
+    data = clothing_zip(both.clothing_masks)
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    manifest = json.loads(zf.read("manifest.json"))["categories"]
+    assert [e["category"] for e in manifest] == list(both.clothing_masks)
+    for e in manifest:
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(zf.read(e["file"])))), both.clothing_masks[e["category"]])
+
+
+def test_composite_classes_contain_their_parts(engine: Engine, rgb: np.ndarray) -> None:
+    m = {k: v.astype(int) for k, v in engine.segment(rgb, SegmentOptions(class_type=4)).class_masks.items()}
+    # Sums of probabilities: a composite is at least each part (up to rounding).
+    for whole, parts in (("head", ("hair", "face")), ("clothes", ("tops", "bottoms", "dress"))):
+        for part in parts:
+            assert (m[whole] + 2 >= m[part]).all(), (whole, part)
+
+
+# -- the label mapping -----------------------------------------------------------------
+def test_every_ccp_label_maps_into_the_taxonomy() -> None:
+    names = ccp_label_names(CCP)
+    assert len(names) == 59
+    for name in names:
+        assert CCP_TO_FINE[name] in FINE_LABELS
+    assert CCP_IGNORED <= set(names)
+
+
+def test_class_sets_are_the_documented_ones() -> None:
+    assert CLASS_TYPES[1] == ("clothes", "tops", "bottoms", "dress", "acc")
+    assert CLASS_TYPES[2] == ("clothes", "tops", "bottoms", "dress", "bag", "shoes", "acc")
+    assert CLASS_TYPES[3] == ("hair", "face", "head", "body")
+    assert set(CLASS_TYPES[4]) == set(API_CLASSES) and len(API_CLASSES) == 12
+
+
+def test_every_fine_label_is_in_an_api_class_and_one_eval_class() -> None:
+    covered = {f for members in API_CLASS_MEMBERS.values() for f in members}
+    assert covered == set(FINE_LABELS) - {"background"}
+    eval_of = [f for members in EVAL_MEMBERS.values() for f in members]
+    assert sorted(eval_of) == sorted(FINE_LABELS)
+    assert set(API_CLASS_MEMBERS["head"]) == {"hair", "face", "headwear", "eyewear"}
+    assert set(API_CLASS_MEMBERS["tops"]) | set(API_CLASS_MEMBERS["bottoms"]) | set(
+        API_CLASS_MEMBERS["dress"]) <= set(API_CLASS_MEMBERS["clothes"])
+
+
+def test_bundled_model_card_matches_the_taxonomy() -> None:
+    card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert tuple(card["labels"]) == FINE_LABELS
+    assert DEFAULT_MODEL.stat().st_size <= 20 * 1024 * 1024
+
+
+# -- export and quality ------------------------------------------------------------------
+def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from training.export import export
+    from training.model import ParsingNet
+    from training.train import IN_CHANNELS
+
+    torch.manual_seed(0)
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS)).eval()
+    # Non-trivial BatchNorm statistics, as after training.
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "m.onnx"
+    export(net, path, {"labels": list(FINE_LABELS)})
+    x = torch.randn(1, IN_CHANNELS, 320, 224)
+    with torch.no_grad():
+        expected = net(x).softmax(1).numpy()
+    got = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_quality_floor_on_validation_photos(engine: Engine) -> None:
+    """Four CCP validation photos (never trained on); the floor is well below the 0.65 target."""
+    result = evaluate(engine, CCP, annotated_stems(CCP))
+    assert result.images == 4
+    assert result.miou > 0.4, result
+    assert result.iou["background"] > 0.9 and result.iou["tops"] > 0.4
