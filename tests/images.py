@@ -53,7 +53,7 @@ def all_formats(photo: bytes) -> dict[str, bytes]:
     rgb_img = Image.open(io.BytesIO(photo)).convert("RGB")
     rgba = rgb_img.copy()
     rgba.putalpha(Image.new("L", rgb_img.size, 255))
-    gray16 = Image.fromarray((np.asarray(rgb_img.convert("L"), np.uint16) * 257))
+    gray16 = Image.fromarray(np.asarray(rgb_img.convert("L"), np.uint16) * 257)
     return {
         "jpeg": photo,
         "png-rgba": encode(rgba, "PNG"),

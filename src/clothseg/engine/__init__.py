@@ -6,7 +6,7 @@ Public surface: ``Engine``, ``SegmentOptions``, ``Segmentation`` and
 
 from __future__ import annotations
 
-from clothseg.engine.core import Engine, SegmentOptions, Segmentation
+from clothseg.engine.core import Engine, Segmentation, SegmentOptions
 
 
 def load_engine(model: str | None = None, threads: int = 0) -> Engine:

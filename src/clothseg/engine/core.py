@@ -87,6 +87,11 @@ def guided_refine(guide: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return out
 
 
+def to_uint8(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities -> 0-255, pushed towards 0/255 away from the 0.5 boundary."""
+    return (np.clip((probabilities - 0.5) * EDGE_SHARPNESS + 0.5, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
 class Engine:
     def __init__(self, backend: Backend, pose: PoseEstimator | None = None) -> None:
         self.backend = backend
@@ -133,11 +138,13 @@ class Engine:
         names = list(wanted)
         stack = np.stack([wanted[n] for n in names], axis=2)
         H, W = rgb.shape[:2]
-        stack = cv2.resize(stack, (W, H), interpolation=cv2.INTER_LINEAR).reshape(H, W, len(names))
         if options.detail_mode == 2:
-            stack = guided_refine(rgb, stack)
-        masks = np.clip((stack - 0.5) * EDGE_SHARPNESS + 0.5, 0.0, 1.0)
-        masks = (masks * 255 + 0.5).astype(np.uint8)
+            # Refine at full size: the photo's own edges decide the boundary.
+            stack = cv2.resize(stack, (W, H), interpolation=cv2.INTER_LINEAR).reshape(H, W, len(names))
+            masks = to_uint8(guided_refine(rgb, stack))
+        else:
+            # Sharpen at the working size, then upsample the bytes (4x less work).
+            masks = cv2.resize(to_uint8(stack), (W, H), interpolation=cv2.INTER_LINEAR).reshape(H, W, len(names))
         for i, n in enumerate(names):
             kind, name = n.split(":", 1)
             (result.class_masks if kind == "class" else result.clothing_masks)[name] = masks[:, :, i]

@@ -8,8 +8,9 @@ that there is exactly one place that says what a class covers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
 
 FINE_LABELS: Final[tuple[str, ...]] = (
     "background",

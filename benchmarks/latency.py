@@ -1,0 +1,90 @@
+"""Engine latency and memory, and the cost of a SegFormer-B2 for comparison.
+
+    python benchmarks/latency.py [--runs 30] [--threads 2] [--image PATH]
+
+Prints p50/p95 of the full engine path for a 1024 px-long photo, class_type 4,
+quality 1 (resize, pose, model, upsampling, PNG encoding of all twelve masks),
+the same for quality 2 / detail 2, the peak RSS of this process after the
+engine runs, and then the p50 of a randomly initialised SegFormer-B2
+(transformers) forward pass at the same input size and thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clothseg.engine import SegmentOptions, load_engine
+from clothseg.engine.core import WORKING_HEIGHT, working_size
+from clothseg.imaging import encode_png
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    s = sorted(samples)
+    return statistics.median(s), s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
+
+
+def time_engine(engine, rgb: np.ndarray, options: SegmentOptions, runs: int) -> list[float]:  # type: ignore[no-untyped-def]
+    out = []
+    for i in range(runs + 2):
+        t = time.perf_counter()
+        seg = engine.segment(rgb, options)
+        for mask in seg.class_masks.values():
+            encode_png(mask)
+        if i >= 2:  # warm-up runs excluded
+            out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--image", type=Path, default=ROOT / "tests/data/ccp/photos/0040.jpg")
+    args = p.parse_args()
+
+    img = Image.open(args.image).convert("RGB")
+    scale = 1024 / max(img.size)
+    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+    rgb = np.asarray(img)
+    print(f"input {img.width}x{img.height}, {args.threads} threads, {args.runs} runs")
+
+    engine = load_engine(threads=args.threads)
+    for label, opts in (("quality 1", SegmentOptions(4, 1, 1, 1)),
+                        ("quality 2", SegmentOptions(4, 2, 1, 1)),
+                        ("detail 2", SegmentOptions(4, 1, 2, 1))):
+        runs = args.runs if label == "quality 1" else max(5, args.runs // 3)
+        p50, p95 = percentiles(time_engine(engine, rgb, opts, runs))
+        print(f"clothseg {label:9s}: p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms")
+    print(f"peak RSS after the engine: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    torch.set_num_threads(args.threads)
+    b2 = SegformerForSemanticSegmentation(SegformerConfig(
+        depths=[3, 4, 6, 3], hidden_sizes=[64, 128, 320, 512], decoder_hidden_size=768, num_labels=18,
+    )).eval()
+    h, w = working_size(rgb.shape[0], rgb.shape[1], WORKING_HEIGHT[1])
+    for label, (sh, sw) in (("our working size", (h, w)), ("512x512", (512, 512))):
+        x = torch.randn(1, 3, sh, sw)
+        samples = []
+        with torch.inference_mode():
+            for i in range(max(5, args.runs // 3) + 1):
+                t = time.perf_counter()
+                b2(pixel_values=x)
+                if i:
+                    samples.append(time.perf_counter() - t)
+        print(f"SegFormer-B2 forward only at {label} ({sh}x{sw}): p50 {statistics.median(samples) * 1000:6.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
