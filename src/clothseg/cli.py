@@ -114,38 +114,72 @@ def keys_credit(key: Annotated[str, typer.Argument(help="Key id, prefix or the k
 
 @app.command()
 def segment(
-    images: Annotated[list[Path], typer.Argument(help="Image files")],
-    out: Annotated[Path, typer.Option(help="Output folder")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively)")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/<image stem>/<class>.png")],
     class_type: Annotated[int, typer.Option(min=1, max=4)] = 4,
     output_type: Annotated[int, typer.Option(min=1, max=3)] = 1,
     quality: Annotated[int, typer.Option(min=1, max=2)] = 1,
     detail_mode: Annotated[int, typer.Option(min=1, max=2)] = 1,
+    server: Annotated[str | None, typer.Option(help="API base URL; without it the engine runs in-process")] = None,
+    key: Annotated[str | None, typer.Option(help="API key for --server [env: CLOTHSEG_API_KEY]")] = None,
+    qps: Annotated[float, typer.Option(help="Task creations per second (the key's QPS limit)")] = 2.0,
+    concurrency: Annotated[int, typer.Option(help="Images in flight at once with --server")] = 4,
 ) -> None:
-    """Segment images in-process (no server): OUT/<stem>/<class>.png and clothes.zip."""
-    from clothseg.engine import SegmentOptions, load_engine
-    from clothseg.imaging import decode_image, encode_png
-    from clothseg.tasks.service import ZIP_NAME, clothing_zip
+    """Segment images: OUT/<stem>/<class>.png and clothes.zip; already complete images are skipped."""
+    from rich.console import Console
 
-    engine = load_engine(os.environ.get("CLOTHSEG_MODEL") or None)
-    options = SegmentOptions(class_type, quality, detail_mode, output_type)
-    failed = 0
-    for path in images:
-        try:
-            rgb = decode_image(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            typer.echo(f"{path}: {exc}", err=True)
-            failed += 1
-            continue
-        seg = engine.segment(rgb, options)
-        target = out / path.stem
-        target.mkdir(parents=True, exist_ok=True)
-        for name, mask in seg.class_masks.items():
-            (target / f"{name}.png").write_bytes(encode_png(mask))
-        if output_type in (2, 3):
-            (target / ZIP_NAME).write_bytes(clothing_zip(seg.clothing_masks))
-        typer.echo(f"{path}: {len(seg.class_masks)} masks -> {target}")
+    from clothseg.batch import discover, expected_outputs, run_batch, summary_table
+
+    images = discover(paths)
+    options = {"class_type": class_type, "output_type": output_type, "quality": quality,
+               "detail_mode": detail_mode}
+    if server:
+        segmenter = _server_segmenter(server, key or os.environ.get("CLOTHSEG_API_KEY"), qps, options)
+        workers = concurrency
+    else:
+        segmenter, workers = _local_segmenter(options), 1  # the engine already uses every core
+    outcomes = run_batch(images, out, segmenter, expected_outputs(class_type, output_type), workers)
+    Console().print(summary_table(outcomes))
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:  # one plain line per failure, for logs and grep
+        typer.echo(f"failed: {o.path}: {o.detail}", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _server_segmenter(server: str, key: str | None, qps: float, options: dict[str, int]):  # type: ignore[no-untyped-def]
+    from clothseg.batch import QpsGate
+    from clothseg.client import Client
+
+    if not key:
+        raise typer.BadParameter("--key (or CLOTHSEG_API_KEY) is required with --server")
+    client = Client(server, key)
+    gate = QpsGate(qps)
+
+    def run(path: Path) -> tuple[dict[str, bytes], bytes | None]:
+        gate.wait()
+        result = client.segment(path, **options, timeout=600)
+        return result.masks, result.zip
+
+    return run
+
+
+def _local_segmenter(options: dict[str, int]):  # type: ignore[no-untyped-def]
+    from clothseg.engine import SegmentOptions, load_engine
+    from clothseg.imaging import decode_image, encode_png
+    from clothseg.tasks.service import clothing_zip
+
+    engine = load_engine(os.environ.get("CLOTHSEG_MODEL") or None)
+    opts = SegmentOptions(**options)
+
+    def run(path: Path) -> tuple[dict[str, bytes], bytes | None]:
+        seg = engine.segment(decode_image(path.read_bytes()), opts)
+        if not seg.class_masks and not seg.clothing_masks:
+            raise ValueError("no person found in the image")
+        masks = {name: encode_png(mask) for name, mask in seg.class_masks.items()}
+        return masks, clothing_zip(seg.clothing_masks) if opts.output_type in (2, 3) else None
+
+    return run
 
 
 @app.command("eval")

@@ -14,7 +14,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -36,6 +37,7 @@ from clothseg.tasks.models import TaskRecord
 log = logging.getLogger("clothseg.api")
 
 TASKS_PATH = "/api/tasks/visual/clothing-segmentation"
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 # Multipart framing and the small fields on top of the 20 MB image.
 FORM_OVERHEAD = 1 * MB
 
@@ -271,6 +273,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(404, "result not found") from None
         media = "application/zip" if name.endswith(".zip") else "image/png"
         return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/", include_in_schema=False)
+    async def web_page() -> Response:
+        return FileResponse(WEB_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/healthz", summary="Liveness and queue depth")
     async def healthz() -> Response:
