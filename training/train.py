@@ -69,6 +69,10 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor,
     # Affine in normalised coords: output (u, v) -> input (x, y).
     # Base scale: the output window covers the photo's full height at scale 1.
     scale = torch.empty(b).uniform_(0.65, 1.35)
+    # Some samples zoom far in (2-3.5x) anywhere in the photo: the network sees
+    # close-ups, partial people and person-free background.
+    zoom = torch.rand(b) < 0.1
+    scale[zoom] = torch.empty(int(zoom.sum())).uniform_(2.0, 3.5)
     angle = torch.empty(b).uniform_(-12, 12) * math.pi / 180
     flip = torch.where(torch.rand(b) < 0.5, -1.0, 1.0)
     aspect = (out_w / out_h) * (PAD_H / PAD_W)
@@ -76,6 +80,8 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor,
     sx = sy * aspect
     tx = torch.empty(b).uniform_(-0.35, 0.35)
     ty = torch.empty(b).uniform_(-0.3, 0.3)
+    tx[zoom] = torch.empty(int(zoom.sum())).uniform_(-0.9, 0.9)
+    ty[zoom] = torch.empty(int(zoom.sum())).uniform_(-0.9, 0.9)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([
         torch.stack([sx * cos * flip, -sy * sin * (PAD_W / PAD_H), tx], 1),
@@ -103,6 +109,16 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor,
     # (MediaPipe misses some people).
     drop = (torch.rand(b, 1, 1, 1) < 0.1).float()
     pri = pri * (1 - drop)
+    # A few person-free images (flat colour, gradient, noise; all background),
+    # so that an empty photo is answered "no person" (API state -11).
+    empty = torch.rand(b) < 0.04
+    if empty.any():
+        n = int(empty.sum())
+        ramp = torch.linspace(0, 1, out_h).view(1, 1, out_h, 1) * torch.empty(n, 3, 1, 1).uniform_(-0.5, 0.5)
+        flat = torch.rand(n, 3, 1, 1) + ramp + torch.randn(n, 3, out_h, out_w) * torch.rand(n, 1, 1, 1) * 0.1
+        rgb[empty] = flat.clamp(0, 1)
+        pri[empty] = 0
+        lab[empty] = 0
     return normalise(rgb, pri), lab
 
 
