@@ -232,3 +232,15 @@ def test_exif_orientation_is_applied(server: Server, key: str, photo: bytes) -> 
     assert data["state"] == 1
     mask = np.asarray(Image.open(io.BytesIO(httpx.get(data["class_masks"]["hair"]).content)))
     assert mask.shape == (img.height, img.width)  # upright, as displayed
+
+
+def test_upload_that_cannot_be_stored_is_500_and_holds_no_credit(server_factory: ServerFactory,
+                                                                  photo: bytes) -> None:
+    srv = server_factory()
+    key = srv.make_key(credits=3)
+    results = srv.data_dir / "results"
+    results.write_text("a file where the results folder should be")
+    resp = srv.create(key, {"sync": 1}, photo)
+    assert resp.status_code == 500 and "could not store the upload" in resp.json()["message"]
+    results.unlink()
+    assert srv.create(key, {"sync": 1}, photo).json()["data"]["state"] == 1

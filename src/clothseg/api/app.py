@@ -30,7 +30,7 @@ from clothseg.api.form import CHOICES, parse_create_form
 from clothseg.config import MB, Settings
 from clothseg.database import open_database
 from clothseg.engine import load_engine
-from clothseg.storage import LinkSigner, LocalResultStore
+from clothseg.storage import LinkSigner, LocalResultStore, StorageError
 from clothseg.tasks import ZIP_NAME, Job, QueueFull, TaskService, TaskState, ThreadPoolDispatcher
 from clothseg.tasks.models import TaskRecord
 
@@ -216,7 +216,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     }
 
-    @app.post(TASKS_PATH, openapi_extra=form_schema, summary="Create a clothing segmentation task")
+    @app.post(TASKS_PATH, openapi_extra=form_schema, summary="Create a clothing segmentation task",
+              responses=_responses(200, 400, 401, 402, 413, 429, 500))
     async def create_task(request: Request) -> Response:
         key = authenticate(request)
         length = request.headers.get("content-length", "")
@@ -247,13 +248,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(402, str(exc)) from None
         except QueueFull as exc:
             raise ApiError(429, str(exc)) from None
+        except StorageError as exc:
+            log.error("cannot store an upload", extra={"error": str(exc)})
+            raise ApiError(500, "the server could not store the upload; retry later") from None
         if not sync:
             return envelope(200, "success", {"task_id": task_id})
         row = await _in_thread(tasks.wait, key.id, task_id, cfg.task_timeout_seconds + 30)
         assert row is not None
         return task_response(request, row)
 
-    @app.get(TASKS_PATH + "/{task_id}", summary="Query a clothing segmentation task")
+    @app.get(TASKS_PATH + "/{task_id}", summary="Query a clothing segmentation task",
+             responses=_responses(200, 401, 404, 500))
     async def get_task(task_id: str, request: Request) -> Response:
         key = authenticate(request)
         row = await _in_thread(tasks.get, key.id, task_id)
@@ -261,7 +266,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(404, "task not found")
         return task_response(request, row)
 
-    @app.get("/results/{task_id}/{name}", summary="Download a result (signed link)")
+    @app.get("/results/{task_id}/{name}", summary="Download a result (signed link)",
+             responses={200: {"description": "The PNG mask or the ZIP",
+                              "content": {"image/png": {}, "application/zip": {}}}, **_responses(404)})
     async def get_result(task_id: str, name: str, expires: int = 0, sig: str = "") -> Response:
         key = f"{task_id}/{name}"
         if not signer.verify(key, expires, sig):
@@ -291,6 +298,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+STATUS_MEANINGS = {
+    200: "Success. For a task, look at data.state: 1 done, >1 running, <0 failed (message says why).",
+    400: "A parameter is missing or invalid; the message names the field.",
+    401: "Missing, unknown or revoked X-API-KEY.",
+    402: "The key has fewer than 3 available credits.",
+    404: "No such task for this key, or the result link is invalid or expired.",
+    413: "The upload exceeds 20 MB.",
+    429: "The key's QPS limit is exceeded, or the task queue is full.",
+    500: "Unexpected server error.",
+}
+ENVELOPE_SCHEMA = {
+    "type": "object",
+    "required": ["status", "message"],
+    "properties": {"status": {"type": "integer"}, "message": {"type": "string"}, "data": {"type": "object"}},
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI descriptions of the envelope answers a route gives."""
+    return {code: {"description": STATUS_MEANINGS[code],
+                   "content": {"application/json": {"schema": ENVELOPE_SCHEMA}}} for code in codes}
 
 
 def _too_large(cfg: Settings) -> str:

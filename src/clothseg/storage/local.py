@@ -43,5 +43,8 @@ class LocalResultStore:
         path = self._path(prefix)
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+            return
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing stored there

@@ -37,7 +37,10 @@ class ThreadPoolDispatcher:
     def start(self, run: Callable[[str], None]) -> None:
         def loop() -> None:
             while (task_id := self._queue.get()) is not None:
-                run(task_id)
+                try:
+                    run(task_id)
+                except Exception:  # e.g. the database is unreachable: keep the worker alive
+                    log.exception("worker error", extra={"task_id": task_id})
 
         for i in range(self._workers):
             t = threading.Thread(target=loop, name=f"clothseg-worker-{i}", daemon=True)

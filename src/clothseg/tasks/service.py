@@ -138,7 +138,8 @@ class TaskService:
         return self._engine
 
     def run(self, task_id: str) -> None:
-        """Process one queued task to a final state.  Never raises."""
+        """Process one queued task to a final state (a failure of the task itself
+        ends it with a negative state; only an unreachable database raises)."""
         with self._sessions.begin() as s:
             # Claim atomically: only one worker (thread or process) moves it off QUEUED.
             claimed = s.execute(
