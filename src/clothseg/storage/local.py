@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -44,7 +45,5 @@ class LocalResultStore:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             return
-        try:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # nothing stored there
             path.unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            pass  # nothing stored there
