@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
@@ -125,7 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "documented Clothing Segmentation API. See docs/API.md.",
     )
     app.add_middleware(BodyLimitMiddleware, limit=cfg.max_upload_bytes + FORM_OVERHEAD)
-    app.state.tasks = tasks
 
     # -- errors: always the envelope, never a stack trace ------------------------
     @app.exception_handler(ApiError)
@@ -243,7 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise ApiError(400, "image_file is empty")
         job = Job(image=image, image_url=url, options=options, return_base64=return_base64)
         try:
-            task_id = await _in_thread(tasks.create, key, job)
+            task_id = await run_in_threadpool(tasks.create, key, job)
         except InsufficientCredits as exc:
             raise ApiError(402, str(exc)) from None
         except QueueFull as exc:
@@ -253,7 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(500, "the server could not store the upload; retry later") from None
         if not sync:
             return envelope(200, "success", {"task_id": task_id})
-        row = await _in_thread(tasks.wait, key.id, task_id, cfg.task_timeout_seconds + 30)
+        row = await run_in_threadpool(tasks.wait, key.id, task_id, cfg.task_timeout_seconds + 30)
         assert row is not None
         return task_response(request, row)
 
@@ -261,7 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              responses=_responses(200, 401, 404, 500))
     async def get_task(task_id: str, request: Request) -> Response:
         key = authenticate(request)
-        row = await _in_thread(tasks.get, key.id, task_id)
+        row = await run_in_threadpool(tasks.get, key.id, task_id)
         if row is None:
             raise ApiError(404, "task not found")
         return task_response(request, row)
@@ -275,7 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expired = expires and time.time() > expires
             raise ApiError(404, "this result link has expired" if expired else "invalid result link")
         try:
-            data = await _in_thread(tasks.read_result, task_id, name)
+            data = await run_in_threadpool(tasks.read_result, task_id, name)
         except KeyError:
             raise ApiError(404, "result not found") from None
         media = "application/zip" if name.endswith(".zip") else "image/png"
@@ -289,12 +289,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", summary="Liveness and queue depth")
     async def healthz() -> Response:
-        depth = await _in_thread(tasks.queue_depth)
+        depth = await run_in_threadpool(tasks.queue_depth)
         return envelope(200, "ok", {"version": __version__, "queue_depth": depth})
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
-        obs.QUEUE_DEPTH.set(await _in_thread(tasks.queue_depth))
+        obs.QUEUE_DEPTH.set(await run_in_threadpool(tasks.queue_depth))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -325,9 +325,3 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def _too_large(cfg: Settings) -> str:
     return f"the uploaded file exceeds {cfg.max_upload_bytes // MB} MB"
-
-
-async def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
