@@ -25,7 +25,7 @@ from clothseg.engine.taxonomy import (
     EVAL_MEMBERS,
     FINE_LABELS,
 )
-from clothseg.tasks.service import clothing_zip
+from clothseg.imaging import clothing_zip
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_quality_2_and_detail_2_agree_with_quality_1(engine: Engine, rgb: np.nda
 
 def test_flat_image_is_an_empty_result(engine: Engine) -> None:
     seg = engine.segment(np.full((300, 200, 3), 128, np.uint8), SegmentOptions(class_type=4))
-    assert seg.class_masks == {} and seg.person_fraction < 0.002
+    assert seg.empty and seg.class_masks == {} and seg.person_fraction < 0.002
 
 
 def test_output_type_2_and_3_give_clothing_categories(engine: Engine, rgb: np.ndarray) -> None:

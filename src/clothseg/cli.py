@@ -166,18 +166,17 @@ def _server_segmenter(server: str, key: str | None, qps: float, options: dict[st
 
 def _local_segmenter(options: dict[str, int]):  # type: ignore[no-untyped-def]
     from clothseg.engine import SegmentOptions, load_engine
-    from clothseg.imaging import decode_image, encode_png
-    from clothseg.tasks.service import clothing_zip
+    from clothseg.imaging import decode_image, encode_results
+    from clothseg.tasks.service import NO_PERSON
 
     engine = load_engine(os.environ.get("CLOTHSEG_MODEL") or None)
     opts = SegmentOptions(**options)
 
     def run(path: Path) -> tuple[dict[str, bytes], bytes | None]:
         seg = engine.segment(decode_image(path.read_bytes()), opts)
-        if not seg.class_masks and not seg.clothing_masks:
-            raise ValueError("no person found in the image")
-        masks = {name: encode_png(mask) for name, mask in seg.class_masks.items()}
-        return masks, clothing_zip(seg.clothing_masks) if opts.output_type in (2, 3) else None
+        if seg.empty:
+            raise ValueError(NO_PERSON)
+        return encode_results(seg.class_masks, seg.clothing_masks, opts.output_type in (2, 3))
 
     return run
 

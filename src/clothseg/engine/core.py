@@ -60,6 +60,11 @@ class Segmentation:
     clothing_masks: dict[str, np.ndarray] = field(default_factory=dict)
     person_fraction: float = 0.0
 
+    @property
+    def empty(self) -> bool:
+        """No person (nothing to segment) was found: API state -11."""
+        return not self.class_masks and not self.clothing_masks
+
 
 class Backend(Protocol):
     """A network that predicts the fine taxonomy."""

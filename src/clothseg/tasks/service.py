@@ -8,16 +8,12 @@ what was waiting and re-runs (or cancels, -13) what was interrupted.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import time
 import uuid
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import sessionmaker
 
@@ -31,7 +27,7 @@ from clothseg.imaging import (
     ImageTooLarge,
     InvalidImage,
     decode_image,
-    encode_png,
+    encode_results,
     fetch_url,
 )
 from clothseg.storage import ResultStore, StorageError
@@ -42,6 +38,7 @@ from clothseg.tasks.states import RUNNING_STATES, TaskFailure, TaskState
 log = logging.getLogger("clothseg.tasks")
 
 ZIP_NAME = "clothes.zip"
+NO_PERSON = "no person found in the image"
 
 
 class QueueFull(Exception):
@@ -211,19 +208,20 @@ class TaskService:
         self._progress(task_id, TaskState.PROCESSING, 40)
         seg = self.engine().segment(rgb, options)
         self._check_deadline(deadline)
-        if not seg.class_masks and not seg.clothing_masks:
-            raise TaskFailure(TaskState.EMPTY_RESULT, "no person found in the image")
+        if seg.empty:
+            raise TaskFailure(TaskState.EMPTY_RESULT, NO_PERSON)
         self._progress(task_id, TaskState.PUBLISHING, 85)
+        has_zip = options.output_type in (2, 3)
+        pngs, zip_bytes = encode_results(seg.class_masks, seg.clothing_masks, has_zip)
         try:
-            for name, mask in seg.class_masks.items():
-                self._store.put(result_key(task_id, f"{name}.png"), encode_png(mask))
-            has_zip = options.output_type in (2, 3)
-            if has_zip:
-                self._store.put(result_key(task_id, ZIP_NAME), clothing_zip(seg.clothing_masks))
+            for name, png in pngs.items():
+                self._store.put(result_key(task_id, f"{name}.png"), png)
+            if zip_bytes is not None:
+                self._store.put(result_key(task_id, ZIP_NAME), zip_bytes)
         except StorageError as exc:
             self._store.delete_prefix(task_id)
             raise TaskFailure(TaskState.STORAGE_FAILED, f"storing the result failed: {exc}") from exc
-        return list(seg.class_masks), has_zip
+        return list(pngs), has_zip
 
     def _finish(self, task_id: str, key_id: int, state: TaskState, message: str,
                 stored: tuple[list[str], bool] = ([], False)) -> None:
@@ -270,17 +268,3 @@ class TaskService:
                 self._store.delete_prefix(row.id)
                 s.delete(row)
         return len(rows)
-
-
-def clothing_zip(masks: dict[str, np.ndarray]) -> bytes:
-    """ZIP of one PNG per clothing category plus manifest.json."""
-    buf = io.BytesIO()
-    manifest = []
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
-        for name, mask in masks.items():
-            zf.writestr(f"{name}.png", encode_png(mask))
-            ys, xs = np.nonzero(mask >= 128)
-            bbox = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else None
-            manifest.append({"category": name, "file": f"{name}.png", "area": int(len(xs)), "bbox": bbox})
-        zf.writestr("manifest.json", json.dumps({"categories": manifest}, indent=2))
-    return buf.getvalue()
