@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clothseg.engine.evaluation import fine_to_eval_lut, validation_split
+from clothseg.engine.evaluation import EvalResult, fine_to_eval_lut, validation_split
 from clothseg.engine.priors import PRIOR_CHANNELS
 from clothseg.engine.taxonomy import EVAL_CLASSES, FINE_INDEX, FINE_LABELS
 from training.model import ParsingNet
@@ -160,15 +160,8 @@ def validate(model: torch.nn.Module, images: torch.Tensor, priors: torch.Tensor,
         valid = (gt != IGNORE) & (gt != FINE_INDEX["legwear"])
         g = lut[gt.clamp_max(len(FINE_LABELS) - 1)]
         conf += torch.bincount(g[valid] * k + pred[valid], minlength=k * k).view(k, k)
-    inter = conf.diag().float()
-    union = conf.sum(0).float() + conf.sum(1).float() - inter
-    iou = (inter / union.clamp_min(1)).tolist()
     model.train()
-    return {
-        "miou": float(np.mean(iou)),
-        "pixel_accuracy": float(inter.sum() / conf.sum()),
-        "iou": {n: round(v, 4) for n, v in zip(EVAL_CLASSES, iou, strict=True)},
-    }
+    return EvalResult.from_confusion(conf.numpy(), images.shape[0]).as_dict()
 
 
 def main() -> None:

@@ -77,6 +77,15 @@ class EvalResult:
     pixel_accuracy: float
     iou: dict[str, float]
 
+    @classmethod
+    def from_confusion(cls, conf: np.ndarray, images: int) -> EvalResult:
+        """Scores from a (ground truth x prediction) confusion matrix over EVAL_CLASSES."""
+        inter = np.diag(conf).astype(np.float64)
+        union = conf.sum(0) + conf.sum(1) - inter
+        iou = inter / np.maximum(union, 1)
+        return cls(images, float(iou.mean()), float(inter.sum() / max(conf.sum(), 1)),
+                   {n: round(float(v), 4) for n, v in zip(EVAL_CLASSES, iou, strict=True)})
+
     def as_dict(self) -> dict[str, object]:
         return {"images": self.images, "miou": round(self.miou, 4),
                 "pixel_accuracy": round(self.pixel_accuracy, 4), "iou": self.iou}
@@ -99,8 +108,4 @@ def evaluate(engine: Engine, ccp: Path, stems: list[str], quality: int = 1) -> E
         g = lut[gt]
         valid = g != IGNORE
         conf += np.bincount(g[valid].astype(np.int64) * k + pred[valid], minlength=k * k).reshape(k, k)
-    inter = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - inter
-    iou = inter / np.maximum(union, 1)
-    return EvalResult(len(stems), float(iou.mean()), float(inter.sum() / max(conf.sum(), 1)),
-                      {n: round(float(v), 4) for n, v in zip(EVAL_CLASSES, iou, strict=True)})
+    return EvalResult.from_confusion(conf, len(stems))
