@@ -161,6 +161,30 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_warm_start_reproduces_the_bundled_model() -> None:
+    """Training resumes from the committed ONNX model (checkpoints do not outlive a
+    session): the reloaded network computes the same function, also after its
+    BatchNorms are calibrated for training."""
+    torch = pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from training.model import ParsingNet
+    from training.train import IN_CHANNELS
+    from training.warmstart import calibrate_batchnorm, load_exported
+
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS)).eval()
+    load_exported(net, DEFAULT_MODEL)
+    torch.manual_seed(0)
+    x = torch.rand(1, IN_CHANNELS, 256, 160) * 2 - 1
+    expected = ort.InferenceSession(str(DEFAULT_MODEL)).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x).softmax(1).numpy(), expected, atol=1e-4)
+        calibrate_batchnorm(net, [torch.rand(4, IN_CHANNELS, 256, 160) * 2 - 1])
+        np.testing.assert_allclose(net(x).softmax(1).numpy(), expected, atol=1e-4)
+        bn = net.stem[0][1]
+        assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
+
+
 def test_quality_floor_on_validation_photos(engine: Engine) -> None:
     """Four CCP validation photos (never trained on); the floor is well below the 0.65 target."""
     result = evaluate(engine, CCP, annotated_stems(CCP))

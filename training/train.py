@@ -8,6 +8,12 @@ epoch end; starting the same command again continues from it.  ``RUN/best.pt``
 keeps the EMA weights with the best validation mIoU; ``RUN/log.jsonl`` one line
 per validation.
 
+``--init MODEL.onnx`` starts a new run from an exported model (training/warmstart.py),
+so that training carries over between sessions.  ``--pseudo DIR`` adds the
+unannotated photos with pseudo-labels from training/pseudo_label.py: each batch
+holds ``--pseudo-fraction`` of them; an epoch is still one pass over the
+annotated training photos.
+
 Split (fixed, documented in docs/MODEL.md): the pixel-annotated photos sorted by
 number; every 9th (index % 9 == 0) is validation, the rest training.
 """
@@ -30,6 +36,7 @@ from clothseg.engine.evaluation import EvalResult, fine_to_eval_lut, validation_
 from clothseg.engine.priors import PRIOR_CHANNELS
 from clothseg.engine.taxonomy import EVAL_CLASSES, FINE_INDEX, FINE_LABELS
 from training.model import ParsingNet
+from training.warmstart import calibrate_batchnorm, load_exported
 
 IGNORE = 255
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -38,20 +45,23 @@ PAD_H, PAD_W = 512, 352  # cache height and a width every CCP photo fits in
 IN_CHANNELS = 3 + PRIOR_CHANNELS
 
 
-def load_cache(cache: Path, stems: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_cache(cache: Path, stems: list[str], labels_dir: Path | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stacked (N,3,H,W) uint8 images, (N,P,H,W) uint8 priors and (N,H,W) uint8
-    labels, padded to PAD_H x PAD_W (label padding = IGNORE)."""
+    labels, padded to PAD_H x PAD_W (label padding = IGNORE).  Labels come from
+    the cache or, if given, from ``labels_dir`` (pseudo-labels)."""
     n = len(stems)
     images = torch.zeros(n, 3, PAD_H, PAD_W, dtype=torch.uint8)
     priors = torch.zeros(n, PRIOR_CHANNELS, PAD_H, PAD_W, dtype=torch.uint8)
     labels = torch.full((n, PAD_H, PAD_W), IGNORE, dtype=torch.uint8)
     for i, stem in enumerate(stems):
         d = np.load(cache / f"{stem}.npz")
-        h, w = d["label"].shape
+        label = np.load(labels_dir / f"{stem}.npz")["label"] if labels_dir else d["label"]
+        h, w = label.shape
         w = min(w, PAD_W)
         images[i, :, :h, :w] = torch.from_numpy(d["image"][:, :w]).permute(2, 0, 1)
         priors[i, :, :h, :w] = torch.from_numpy(d["priors"][:, :, :w])
-        labels[i, :h, :w] = torch.from_numpy(d["label"][:, :w])
+        labels[i, :h, :w] = torch.from_numpy(label[:, :w])
     return images, priors, labels
 
 
@@ -177,6 +187,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--val-every", type=int, default=2)
+    p.add_argument("--init", type=Path, help="exported ONNX model to start a new run from")
+    p.add_argument("--pseudo", type=Path, help="folder of pseudo-labels for the unannotated photos")
+    p.add_argument("--pseudo-fraction", type=float, default=0.33)
+    p.add_argument("--warmup-epochs", type=float, default=2.0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
@@ -185,17 +199,28 @@ def main() -> None:
     train_stems, val_stems = validation_split(labelled)
     tr_img, tr_pri, tr_lab = load_cache(args.cache, train_stems)
     va_img, va_pri, va_lab = load_cache(args.cache, val_stems)
-    print(f"train {len(train_stems)} val {len(val_stems)}", flush=True)
+    pseudo_stems = sorted(f.stem for f in args.pseudo.glob("*.npz")) if args.pseudo else []
+    n_pseudo = round(args.batch * args.pseudo_fraction) if pseudo_stems else 0
+    if pseudo_stems:
+        ps_img, ps_pri, ps_lab = load_cache(args.cache, pseudo_stems, args.pseudo)
+    print(f"train {len(train_stems)} val {len(val_stems)} pseudo {len(pseudo_stems)}", flush=True)
 
     model = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args.model_width)
+    weights = class_weights(tr_lab)
+    n_labelled = args.batch - n_pseudo
+    steps_per_epoch = len(train_stems) // n_labelled
+    total_steps = args.epochs * steps_per_epoch
+    warmup = round(args.warmup_epochs * steps_per_epoch)
+    last = args.run / "last.pt"
+    if args.init and not last.exists():
+        load_exported(model, args.init)
+        calibrate_batchnorm(model, (augment(tr_img[i:i + args.batch], tr_pri[i:i + args.batch],
+                                            tr_lab[i:i + args.batch], args.height, args.width)[0]
+                                    for i in range(0, 8 * args.batch, args.batch)))
+        print(f"initialised from {args.init}", flush=True)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    weights = class_weights(tr_lab)
-    steps_per_epoch = len(train_stems) // args.batch
-    total_steps = args.epochs * steps_per_epoch
-    warmup = 2 * steps_per_epoch
     state = {"step": 0, "best": 0.0}
-    last = args.run / "last.pt"
     if last.exists():
         ck = torch.load(last, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -229,8 +254,14 @@ def main() -> None:
         start = state["step"] % steps_per_epoch
         t0 = time.time()
         for it in range(start, steps_per_epoch):
-            idx = order[it * args.batch:(it + 1) * args.batch]
-            x, y = augment(tr_img[idx], tr_pri[idx], tr_lab[idx], args.height, args.width)
+            idx = order[it * n_labelled:(it + 1) * n_labelled]
+            img, pri, lab = tr_img[idx], tr_pri[idx], tr_lab[idx]
+            if n_pseudo:
+                pick = torch.randint(len(pseudo_stems), (n_pseudo,),
+                                     generator=torch.Generator().manual_seed(state["step"]))
+                img, pri, lab = torch.cat([img, ps_img[pick]]), torch.cat([pri, ps_pri[pick]]), \
+                    torch.cat([lab, ps_lab[pick]])
+            x, y = augment(img, pri, lab, args.height, args.width)
             for group in opt.param_groups:
                 group["lr"] = lr_at(state["step"])
             logits = model(x)

@@ -1,0 +1,113 @@
+"""Warm start: load the weights of an exported clothseg ONNX model back into ParsingNet.
+
+Checkpoints live in a git-ignored folder and do not outlive a work session; the
+committed ONNX model does.  Starting a run from it makes training cumulative
+across sessions.
+
+The exporter folds every BatchNorm into the convolution before it.  The folded
+kernels and biases are copied back; each BatchNorm is then calibrated on real
+batches so that it reproduces the exported function both in eval mode (running
+statistics) and, approximately, in training mode (batch statistics): running
+mean/var := the statistics of its input, gamma := sqrt(var + eps), beta := mean +
+folded bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+
+def _conv_module_path(node_name: str) -> str:
+    """Module path from the TorchScript exporter's node name: each scope is an
+    attribute, or its parent's name plus an index ("/net/s4/s4.0/block/block.0/
+    block.0.0/Conv" -> "s4.0.block.0.0")."""
+    parts = node_name.strip("/").split("/")
+    if parts[0] != "net" or parts[-1] != "Conv":
+        raise ValueError(f"unexpected node name {node_name!r}")
+    path: list[str] = []
+    previous = ""
+    for scope in parts[1:-1]:
+        path.append(scope.removeprefix(previous + ".") if previous and scope.startswith(previous + ".") else scope)
+        previous = scope
+    return ".".join(path)
+
+
+def _following_batchnorm(net: nn.Module, conv_path: str) -> nn.BatchNorm2d | None:
+    parent_path, _, index = conv_path.rpartition(".")
+    if not index.isdigit():
+        return None
+    parent = net.get_submodule(parent_path)
+    sibling = str(int(index) + 1)
+    module = getattr(parent, sibling, None)
+    return module if isinstance(module, nn.BatchNorm2d) else None
+
+
+@torch.no_grad()
+def load_exported(net: nn.Module, model_path: Path) -> None:
+    """Copy the folded weights of ``model_path`` into ``net`` (same architecture).
+    BatchNorms become identity + folded bias: exact in eval mode."""
+    graph = onnx.load(str(model_path)).graph
+    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    loaded = set()
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        path = _conv_module_path(node.name)
+        conv = net.get_submodule(path)
+        weight = torch.from_numpy(arrays[node.input[1]].copy())
+        bias = torch.from_numpy(arrays[node.input[2]].copy()) if len(node.input) > 2 else None
+        if conv.weight.shape != weight.shape:
+            raise ValueError(f"{path}: shape {tuple(weight.shape)} in the model, {tuple(conv.weight.shape)} here")
+        conv.weight.copy_(weight)
+        bn = _following_batchnorm(net, path)
+        if bn is not None:
+            bn.reset_parameters()
+            bn.running_var.fill_(1 - bn.eps)
+            if bias is not None:
+                bn.bias.copy_(bias)
+        elif bias is not None:
+            conv.bias.copy_(bias)
+        loaded.add(path)
+    convs = {name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    if loaded != convs:
+        raise ValueError(f"convolutions not in the model: {sorted(convs - loaded)}")
+
+
+@torch.no_grad()
+def calibrate_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Give each identity BatchNorm (from ``load_exported``) the statistics of its
+    input on ``batches`` without changing the eval-mode function."""
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    sums: dict[nn.Module, list[torch.Tensor]] = {}
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0].double()
+        s = sums.setdefault(module, [torch.zeros(x.shape[1], dtype=torch.float64)] * 2 + [torch.zeros(1)])
+        s[0] = s[0] + x.sum((0, 2, 3))
+        s[1] = s[1] + (x * x).sum((0, 2, 3))
+        s[2] = s[2] + x.numel() / x.shape[1]
+
+    hooks = [m.register_forward_pre_hook(record) for m in norms]
+    was_training = net.training
+    net.eval()
+    try:
+        for x in batches:
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for m in norms:
+        total, squares, count = sums[m]
+        mean = total / count
+        var = (squares / count - mean * mean).clamp_min(0)
+        m.running_mean.copy_(mean.float())
+        m.running_var.copy_(var.float())
+        m.bias.add_(mean.float())
+        m.weight.copy_((var + m.eps).sqrt().float())
+    net.train(was_training)
