@@ -61,7 +61,9 @@ def main() -> None:
         "std": STD.flatten().tolist(),
         "prior_channels": PRIOR_CHANNELS,
         "parameters": sum(p.numel() for p in net.parameters()),
-        "training": {k: ck["args"][k] for k in ("epochs", "height", "width", "model_width", "batch", "lr")},
+        "training": {k: str(v) if isinstance(v, Path) else v for k, v in ck["args"].items()
+                     if k in ("epochs", "height", "width", "model_width", "batch", "lr", "init", "pseudo",
+                              "pseudo_fraction", "warmup_epochs")},
         "validation_at_training_resolution": ck.get("metrics"),
     }
     export(net, args.out, card)
