@@ -2,11 +2,17 @@
 
     python -m training.pseudo_label --teacher src/clothseg/models/clothseg-parsing.onnx
 
-The teacher (an exported model, loaded with training.warmstart) labels each
-unannotated cache photo with the engine's quality-2 test-time augmentation
-(three scales, each mirrored); pixels whose averaged top probability is below
-``--min-confidence`` are left unlabelled (255).  Writes ``OUT/NNNN.npz`` with a
-``label`` array at cache size; existing files are kept, so the script resumes.
+The teacher is the engine itself with an exported model at quality 2 (three
+scales, each mirrored).  Those photos do have CCP's image-level tags (which
+garments are present), and they constrain the labels: a pixel may only take a
+fine label whose CCP sources are tagged (background always).  Where the teacher
+puts more than half its probability on untagged labels, or the renormalised top
+probability over tagged labels is below ``--min-confidence``, the pixel is left
+unlabelled (255).  This fixes the teacher's commonest error, dress versus
+top + skirt, wherever the tags tell them apart.
+
+Writes ``OUT/NNNN.npz`` with a ``label`` array at cache size; existing files are
+kept, so the script resumes.
 """
 
 from __future__ import annotations
@@ -14,63 +20,66 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
+import scipy.io as sio
 
-from clothseg.engine.core import TTA_SCALES, WORKING_HEIGHT, working_size
-from clothseg.engine.taxonomy import FINE_LABELS
-from training.model import ParsingNet
-from training.train import IGNORE, IN_CHANNELS, normalise
-from training.warmstart import load_exported
+from clothseg.engine import load_engine
+from clothseg.engine.evaluation import ccp_label_names
+from clothseg.engine.taxonomy import CCP_TO_FINE, FINE_INDEX, FINE_LABELS
+from training.train import IGNORE
 
 
-@torch.no_grad()
-def teacher_probabilities(net: torch.nn.Module, image: np.ndarray, priors: np.ndarray) -> torch.Tensor:
-    """(K, H, W) probabilities at the cache size, averaged over scales and mirrors."""
-    h, w = image.shape[:2]
-    x = normalise(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255,
-                  torch.from_numpy(priors)[None].float() / 255)
-    total = torch.zeros(1, len(FINE_LABELS), h, w)
-    for scale in TTA_SCALES:
-        size = working_size(h, w, round(WORKING_HEIGHT[1] * scale))
-        view = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        for flip in (False, True):
-            probs = net(view.flip(3) if flip else view).softmax(1)
-            probs = probs.flip(3) if flip else probs
-            total += F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
-    return total[0] / (2 * len(TTA_SCALES))
+def allowed_labels(tags: list[str]) -> np.ndarray:
+    """Boolean (K,) mask of the fine labels the image-level tags allow."""
+    allowed = np.zeros(len(FINE_LABELS), bool)
+    allowed[FINE_INDEX["background"]] = True
+    for tag in tags:
+        allowed[FINE_INDEX[CCP_TO_FINE[tag]]] = True
+    allowed[FINE_INDEX["face"]] = allowed[FINE_INDEX["body"]]  # CCP tags face and body as "skin"
+    return allowed
+
+
+def constrained_labels(probs: np.ndarray, allowed: np.ndarray, min_confidence: float) -> np.ndarray:
+    """(H, W) uint8 labels from (K, H, W) probabilities restricted to ``allowed``."""
+    inside = probs[allowed]
+    mass = inside.sum(0)
+    best = inside.argmax(0)
+    labels = np.flatnonzero(allowed)[best].astype(np.uint8)
+    confident = (mass > 0.5) & (inside.max(0) >= min_confidence * mass)
+    labels[~confident] = IGNORE
+    return labels
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--ccp", type=Path, default=Path("../shared/datasets/ccp"))
     p.add_argument("--cache", type=Path, default=Path("var/training/cache"))
     p.add_argument("--teacher", type=Path, default=Path("src/clothseg/models/clothseg-parsing.onnx"))
     p.add_argument("--out", type=Path, default=Path("var/training/pseudo"))
     p.add_argument("--min-confidence", type=float, default=0.6)
-    p.add_argument("--model-width", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args.model_width).eval()
-    load_exported(net, args.teacher)
-    files = sorted(args.cache.glob("*.npz"))
+    engine = load_engine(str(args.teacher), threads=args.threads)
+    names = ccp_label_names(args.ccp)
+    tagged = sorted((args.ccp / "annotations" / "image-level").glob("*.mat"))
     kept = []
-    for i, f in enumerate(files, 1):
-        out = args.out / f.name
+    for i, tag_file in enumerate(tagged, 1):
+        out = args.out / f"{tag_file.stem}.npz"
         if out.exists():
             continue
-        d = np.load(f)
-        if "label" in d.files:
-            continue
-        conf, label = teacher_probabilities(net, d["image"], d["priors"]).max(0)
-        label[conf < args.min_confidence] = IGNORE
-        kept.append(float((label != IGNORE).float().mean()))
-        np.savez(out.with_suffix(".tmp.npz"), label=label.numpy().astype(np.uint8))
+        tags = [names[t] for t in sio.loadmat(str(tag_file))["tags"].flatten()]
+        image = np.load(args.cache / f"{tag_file.stem}.npz")["image"]
+        probs, _ = engine.fine_probabilities(image, quality=2)
+        h, w = image.shape[:2]
+        probs = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+        label = constrained_labels(probs, allowed_labels(tags), args.min_confidence)
+        kept.append(float((label != IGNORE).mean()))
+        np.savez(out.with_suffix(".tmp.npz"), label=label)
         out.with_suffix(".tmp.npz").rename(out)
         if i % 100 == 0:
-            print(f"{i}/{len(files)} confident pixels {np.mean(kept):.3f}", flush=True)
+            print(f"{i}/{len(tagged)} confident pixels {np.mean(kept):.3f}", flush=True)
 
 
 if __name__ == "__main__":
