@@ -2,7 +2,10 @@
 and a two-skip decoder, small enough to run in tens of milliseconds on a CPU.
 
 Input: RGB (normalised) plus the pose prior channels; output: logits over the
-fine taxonomy at the input resolution.  Fully convolutional, so any input size
+fine taxonomy at the input resolution.  An image-level head predicts which fine
+labels the photo shows at all (trained from CCP's image-level tags too) and adds
+a learned log-prior from it to every pixel's logits: whether a dress or a top
+and a skirt is a decision about the whole outfit, not about one pixel.  Fully convolutional, so any input size
 that is a multiple of 16 works (the engine pads to that).
 """
 
@@ -68,6 +71,24 @@ class LiteASPP(nn.Module):
         return self.project(torch.cat(feats, 1))
 
 
+class ImageLevelPrior(nn.Module):
+    """Presence logits of each label from the pooled deepest features (mean and
+    max, so small items count), and a per-label scale of their log-sigmoid that is
+    added to the pixel logits.  The scale starts at zero: a network without this
+    head (an older export) computes the same function with it."""
+
+    def __init__(self, cin: int, num_classes: int):
+        super().__init__()
+        self.classify = nn.Conv2d(2 * cin, num_classes, 1)
+        self.scale = nn.Conv2d(num_classes, num_classes, 1, groups=num_classes, bias=False)
+        nn.init.zeros_(self.scale.weight)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = torch.cat([feats.mean(dim=(2, 3), keepdim=True), feats.amax(dim=(2, 3), keepdim=True)], 1)
+        presence = self.classify(pooled)
+        return presence, self.scale(F.logsigmoid(presence))
+
+
 class ParsingNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: float = 1.0):
         super().__init__()
@@ -85,15 +106,23 @@ class ParsingNet(nn.Module):
         self.skip4 = conv_bn(c(40), c(32), 1)
         self.fuse4 = nn.Sequential(SeparableConv(c(96) + c(32), c(64)), SeparableConv(c(64), c(64)))
         self.head = nn.Conv2d(c(64), num_classes, 1)
+        self.presence = ImageLevelPrior(c(160), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parse(x)[0]
+
+    def parse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel logits at the input size and (N, K) image-level presence logits."""
         size = x.shape[2:]
         f2 = self.stem(x)
         f4 = self.s4(f2)
         f8 = self.s8(f4)
-        y = self.aspp(self.s16(f8))
+        f16 = self.s16(f8)
+        presence, prior = self.presence(f16)
+        y = self.aspp(f16)
         y = F.interpolate(y, size=f8.shape[2:], mode="bilinear", align_corners=False)
         y = self.fuse8(torch.cat([y, self.skip8(f8)], 1))
         y = F.interpolate(y, size=f4.shape[2:], mode="bilinear", align_corners=False)
         y = self.fuse4(torch.cat([y, self.skip4(f4)], 1))
-        return F.interpolate(self.head(y), size=size, mode="bilinear", align_corners=False)
+        logits = F.interpolate(self.head(y) + prior, size=size, mode="bilinear", align_corners=False)
+        return logits, presence.flatten(1)

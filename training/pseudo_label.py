@@ -11,7 +11,8 @@ probability over tagged labels is below ``--min-confidence``, the pixel is left
 unlabelled (255).  This fixes the teacher's commonest error, dress versus
 top + skirt, wherever the tags tell them apart.
 
-Writes ``OUT/NNNN.npz`` with a ``label`` array at cache size; existing files are
+Writes ``OUT/NNNN.npz`` with a ``label`` array at cache size and the ``allowed``
+labels (the image-level presence head learns from them); existing files are
 kept, so the script resumes.
 """
 
@@ -74,9 +75,10 @@ def main() -> None:
         probs, _ = engine.fine_probabilities(image, quality=2)
         h, w = image.shape[:2]
         probs = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
-        label = constrained_labels(probs, allowed_labels(tags), args.min_confidence)
+        allowed = allowed_labels(tags)
+        label = constrained_labels(probs, allowed, args.min_confidence)
         kept.append(float((label != IGNORE).mean()))
-        np.savez(out.with_suffix(".tmp.npz"), label=label)
+        np.savez(out.with_suffix(".tmp.npz"), label=label, allowed=allowed)
         out.with_suffix(".tmp.npz").rename(out)
         if i % 100 == 0:
             print(f"{i}/{len(tagged)} confident pixels {np.mean(kept):.3f}", flush=True)

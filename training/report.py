@@ -45,7 +45,8 @@ def main() -> None:
     section = "\n".join([
         BEGIN,
         f"Validation split ({len(stems)} CCP photos never trained on), nine eval classes as issue #4 "
-        "defines them (skin = our face + body; socks/stockings/tights pixels ignored), IoU per class, "
+        "defines them (skin = our face + body; socks/stockings/tights pixels ignored; a pixel's class is "
+        "the largest sum of its fine-label probabilities, as in the API's masks), IoU per class, "
         f"measured {time.strftime('%Y-%m-%d')} with "
         "`clothseg eval --ccp ../shared/datasets/ccp --split val --quality N` "
         "(all of it: `python -m training.report`):",

@@ -14,6 +14,10 @@ unannotated photos with pseudo-labels from training/pseudo_label.py: each batch
 holds ``--pseudo-fraction`` of them; an epoch is still one pass over the
 annotated training photos.
 
+The image-level presence head (training/model.py) learns from each crop's own
+labels (present: at least PRESENT_PIXELS pixels; absent: none) and, for the
+pseudo-labelled photos, from CCP's image-level tags (an untagged label is absent).
+
 Split (fixed, documented in docs/MODEL.md): the pixel-annotated photos sorted by
 number; every 9th (index % 9 == 0) is validation, the rest training.
 """
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clothseg.engine.evaluation import EvalResult, fine_to_eval_lut, validation_split
+from clothseg.engine.evaluation import EvalResult, eval_membership, fine_to_eval_lut, validation_split
 from clothseg.engine.priors import PRIOR_CHANNELS
 from clothseg.engine.taxonomy import EVAL_CLASSES, FINE_INDEX, FINE_LABELS
 from training.model import ParsingNet
@@ -43,6 +47,8 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 PAD_H, PAD_W = 512, 352  # cache height and a width every CCP photo fits in
 IN_CHANNELS = 3 + PRIOR_CHANNELS
+PRESENT_PIXELS = 20
+PRESENCE_WEIGHT = 0.4
 
 
 def load_cache(cache: Path, stems: list[str], labels_dir: Path | None = None,
@@ -140,6 +146,26 @@ def class_weights(labels: torch.Tensor) -> torch.Tensor:
     return w
 
 
+def label_counts(labels: torch.Tensor) -> torch.Tensor:
+    """(B, K) number of pixels of each fine label per sample (IGNORE not counted)."""
+    k = len(FINE_LABELS)
+    valid = labels != IGNORE
+    sample = torch.arange(labels.shape[0]).view(-1, 1, 1).expand_as(labels)
+    return torch.bincount(sample[valid] * k + labels[valid].long(), minlength=labels.shape[0] * k).view(-1, k)
+
+
+def presence_loss(presence: torch.Tensor, counts: torch.Tensor, possible: torch.Tensor) -> torch.Tensor:
+    """BCE of the (B, K) presence logits against each crop's label ``counts``.
+    ``possible`` (B, K) marks the labels that may be in the photo (its tags; for
+    fully annotated photos, the labels its crop has a pixel of): a label with at
+    least PRESENT_PIXELS pixels is present, one not possible is absent, the rest
+    unknown."""
+    present = counts >= PRESENT_PIXELS
+    known = (present | ~possible).float()
+    loss = F.binary_cross_entropy_with_logits(presence, present.float(), weight=known, reduction="sum")
+    return loss / known.sum().clamp_min(1)
+
+
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     valid = (target != IGNORE).unsqueeze(1).float()
     prob = logits.softmax(1) * valid
@@ -157,6 +183,7 @@ def validate(model: torch.nn.Module, images: torch.Tensor, priors: torch.Tensor,
     """mIoU over the nine eval classes at cache resolution (legwear GT ignored)."""
     model.eval()
     lut = torch.from_numpy(fine_to_eval_lut()).long()
+    member = torch.from_numpy(eval_membership())
     k = len(EVAL_CLASSES)
     conf = torch.zeros(k, k, dtype=torch.long)
     width = int(round(PAD_W * height / PAD_H / 16)) * 16
@@ -165,7 +192,7 @@ def validate(model: torch.nn.Module, images: torch.Tensor, priors: torch.Tensor,
         x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
         logits = model(x)
         logits = F.interpolate(logits, size=(PAD_H, PAD_W), mode="bilinear", align_corners=False)
-        pred = lut[logits.argmax(1)]
+        pred = torch.einsum("ek,bkhw->behw", member, logits.softmax(1)).argmax(1)
         gt = labels[i:i + 8].long()
         valid = (gt != IGNORE) & (gt != FINE_INDEX["legwear"])
         g = lut[gt.clamp_max(len(FINE_LABELS) - 1)]
@@ -203,17 +230,20 @@ def main() -> None:
     n_pseudo = round(args.batch * args.pseudo_fraction) if pseudo_stems else 0
     if pseudo_stems:
         ps_img, ps_pri, ps_lab = load_cache(args.cache, pseudo_stems, args.pseudo)
+        ps_tags = torch.from_numpy(np.stack([np.load(args.pseudo / f"{s}.npz")["allowed"] for s in pseudo_stems]))
     print(f"train {len(train_stems)} val {len(val_stems)} pseudo {len(pseudo_stems)}", flush=True)
 
+    last = args.run / "last.pt"
+    if not last.exists():
+        torch.manual_seed(0)  # a new run's initial weights and calibration batches are reproducible
     model = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args.model_width)
     weights = class_weights(tr_lab)
     n_labelled = args.batch - n_pseudo
     steps_per_epoch = len(train_stems) // n_labelled
     total_steps = args.epochs * steps_per_epoch
     warmup = round(args.warmup_epochs * steps_per_epoch)
-    last = args.run / "last.pt"
     if args.init and not last.exists():
-        load_exported(model, args.init)
+        load_exported(model, args.init, new_modules=("presence",))
         calibrate_batchnorm(model, (augment(tr_img[i:i + args.batch], tr_pri[i:i + args.batch],
                                             tr_lab[i:i + args.batch], args.height, args.width)[0]
                                     for i in range(0, 8 * args.batch, args.batch)))
@@ -229,8 +259,6 @@ def main() -> None:
         state = ck["state"]
         torch.set_rng_state(ck["rng"])
         print(f"resumed at step {state['step']}", flush=True)
-    else:
-        torch.manual_seed(0)
     random.seed(state["step"])
 
     def lr_at(step: int) -> float:
@@ -256,16 +284,23 @@ def main() -> None:
         for it in range(start, steps_per_epoch):
             idx = order[it * n_labelled:(it + 1) * n_labelled]
             img, pri, lab = tr_img[idx], tr_pri[idx], tr_lab[idx]
+            tags = None
             if n_pseudo:
                 pick = torch.randint(len(pseudo_stems), (n_pseudo,),
                                      generator=torch.Generator().manual_seed(state["step"]))
                 img, pri, lab = torch.cat([img, ps_img[pick]]), torch.cat([pri, ps_pri[pick]]), \
                     torch.cat([lab, ps_lab[pick]])
+                tags = ps_tags[pick]
             x, y = augment(img, pri, lab, args.height, args.width)
+            counts = label_counts(y)
+            possible = counts > 0
+            if tags is not None:
+                possible[n_labelled:] = tags
             for group in opt.param_groups:
                 group["lr"] = lr_at(state["step"])
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, weight=weights, ignore_index=IGNORE) + 0.5 * dice_loss(logits, y)
+            logits, presence = model.parse(x)
+            loss = (F.cross_entropy(logits, y, weight=weights, ignore_index=IGNORE) + 0.5 * dice_loss(logits, y)
+                    + PRESENCE_WEIGHT * presence_loss(presence, counts, possible))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -49,9 +49,11 @@ def _following_batchnorm(net: nn.Module, conv_path: str) -> nn.BatchNorm2d | Non
 
 
 @torch.no_grad()
-def load_exported(net: nn.Module, model_path: Path) -> None:
+def load_exported(net: nn.Module, model_path: Path, new_modules: tuple[str, ...] = ()) -> None:
     """Copy the folded weights of ``model_path`` into ``net`` (same architecture).
-    BatchNorms become identity + folded bias: exact in eval mode."""
+    BatchNorms become identity + folded bias: exact in eval mode.  Convolutions
+    under ``new_modules`` may be missing from the model (they keep their
+    initialisation, which must leave the function unchanged)."""
     graph = onnx.load(str(model_path)).graph
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     loaded = set()
@@ -74,7 +76,8 @@ def load_exported(net: nn.Module, model_path: Path) -> None:
         elif bias is not None:
             conv.bias.copy_(bias)
         loaded.add(path)
-    convs = {name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    convs = {name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)
+             and not (name not in loaded and name.split(".")[0] in new_modules)}
     if loaded != convs:
         raise ValueError(f"convolutions not in the model: {sorted(convs - loaded)}")
 

@@ -39,6 +39,15 @@ def fine_to_eval_lut() -> np.ndarray:
     return lut
 
 
+def eval_membership() -> np.ndarray:
+    """(eval classes, fine labels) 0/1 matrix: the fine labels each eval class sums.
+    A pixel's eval class is the argmax of these sums of probabilities, the same
+    sums the API's class masks are made of (tops = outerwear + upper, ...)."""
+    member = np.zeros((len(EVAL_CLASSES), len(FINE_LABELS)), np.float32)
+    member[fine_to_eval_lut(), np.arange(len(FINE_LABELS))] = 1
+    return member
+
+
 def ccp_to_eval_lut(label_names: list[str]) -> np.ndarray:
     """CCP label index -> eval class index (IGNORE for socks/stockings/tights)."""
     fine_lut = fine_to_eval_lut()
@@ -96,7 +105,7 @@ def predict_eval_classes(engine: Engine, rgb: np.ndarray, quality: int, detail_m
     probs, _ = engine.fine_probabilities(rgb, quality, detail_mode)
     h, w = rgb.shape[:2]
     full = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR)
-    return fine_to_eval_lut()[full.reshape(h, w, -1).argmax(2)]
+    return (full.reshape(h, w, -1) @ eval_membership().T).argmax(2).astype(np.uint8)
 
 
 def evaluate(engine: Engine, ccp: Path, stems: list[str], quality: int = 1) -> EvalResult:
