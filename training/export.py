@@ -63,7 +63,7 @@ def main() -> None:
         "parameters": sum(p.numel() for p in net.parameters()),
         "training": {k: str(v) if isinstance(v, Path) else v for k, v in ck["args"].items()
                      if k in ("epochs", "height", "width", "model_width", "batch", "lr", "init", "pseudo",
-                              "pseudo_fraction", "warmup_epochs")},
+                              "pseudo_fraction", "warmup_epochs", "presence_weight")},
         "validation_at_training_resolution": ck.get("metrics"),
     }
     export(net, args.out, card)

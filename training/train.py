@@ -48,7 +48,6 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 PAD_H, PAD_W = 512, 352  # cache height and a width every CCP photo fits in
 IN_CHANNELS = 3 + PRIOR_CHANNELS
 PRESENT_PIXELS = 20
-PRESENCE_WEIGHT = 0.4
 
 
 def load_cache(cache: Path, stems: list[str], labels_dir: Path | None = None,
@@ -218,6 +217,7 @@ def main() -> None:
     p.add_argument("--pseudo", type=Path, help="folder of pseudo-labels for the unannotated photos")
     p.add_argument("--pseudo-fraction", type=float, default=0.33)
     p.add_argument("--warmup-epochs", type=float, default=2.0)
+    p.add_argument("--presence-weight", type=float, default=0.4, help="weight of the image-level presence loss")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
@@ -300,7 +300,7 @@ def main() -> None:
                 group["lr"] = lr_at(state["step"])
             logits, presence = model.parse(x)
             loss = (F.cross_entropy(logits, y, weight=weights, ignore_index=IGNORE) + 0.5 * dice_loss(logits, y)
-                    + PRESENCE_WEIGHT * presence_loss(presence, counts, possible))
+                    + args.presence_weight * presence_loss(presence, counts, possible))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
