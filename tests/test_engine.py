@@ -175,7 +175,7 @@ def test_warm_start_reproduces_the_bundled_model() -> None:
     from training.warmstart import calibrate_batchnorm, load_exported
 
     net = ParsingNet(IN_CHANNELS, len(FINE_LABELS)).eval()
-    load_exported(net, DEFAULT_MODEL, new_modules=("presence",))  # exports before run 3 lack it
+    load_exported(net, DEFAULT_MODEL)
     torch.manual_seed(0)
     x = torch.rand(1, IN_CHANNELS, 256, 160) * 2 - 1
     expected = ort.InferenceSession(str(DEFAULT_MODEL)).run(None, {"input": x.numpy()})[0]

@@ -2,11 +2,13 @@
 and a two-skip decoder, small enough to run in tens of milliseconds on a CPU.
 
 Input: RGB (normalised) plus the pose prior channels; output: logits over the
-fine taxonomy at the input resolution.  An image-level head predicts which fine
-labels the photo shows at all (trained from CCP's image-level tags too) and adds
-a learned log-prior from it to every pixel's logits: whether a dress or a top
-and a skirt is a decision about the whole outfit, not about one pixel.  Fully convolutional, so any input size
+fine taxonomy at the input resolution.  Fully convolutional, so any input size
 that is a multiple of 16 works (the engine pads to that).
+
+An image-level head predicts which fine labels the photo shows at all (trained
+from CCP's image-level tags too) and adds a learned log-prior from it to every
+pixel's logits: a dress versus a top and a skirt is a decision about the whole
+outfit, not about one pixel.
 """
 
 from __future__ import annotations
