@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from clothseg.engine.taxonomy import FINE_INDEX, FINE_LABELS
@@ -44,3 +45,48 @@ def test_presence_targets_of_a_pseudo_labelled_crop_follow_its_tags() -> None:
     assert grad[FINE_INDEX["upper"]] < 0
     assert grad[FINE_INDEX["skirt"]] == 0
     assert grad[FINE_INDEX["dress"]] > 0
+
+
+def _probabilities(**fine: float) -> np.ndarray:
+    """(K, 1, 1) teacher probabilities of one pixel."""
+    probs = np.zeros((len(FINE_LABELS), 1, 1), np.float32)
+    for name, p in fine.items():
+        probs[FINE_INDEX[name]] = p
+    return probs
+
+
+def _tags(*names: str) -> np.ndarray:
+    from training.pseudo_label import allowed_labels
+
+    return allowed_labels(list(names))
+
+
+def test_pseudo_label_takes_the_tagged_garment_for_an_untagged_one() -> None:
+    """CCP tags "dress" and "sweater" (no skirt) where the teacher sees a skirt
+    under a sweater: the skirt pixels become dress, not unlabelled."""
+    from training.pseudo_label import constrained_labels
+
+    skirt_pixel = _probabilities(skirt=0.8, dress=0.1, upper=0.05, background=0.05)
+    label = constrained_labels(skirt_pixel, _tags("dress", "sweater", "skin"), 0.6)
+    assert label[0, 0] == FINE_INDEX["dress"]
+
+
+def test_pseudo_label_splits_an_untagged_dress_by_the_teacher_preference() -> None:
+    """Tags "top" and "skirt", teacher says dress: the bodice becomes upper and
+    the lower part skirt, as the teacher ranks those two at each pixel."""
+    from training.pseudo_label import constrained_labels
+
+    tags = _tags("top", "skirt", "skin")
+    bodice = _probabilities(dress=0.85, upper=0.1, skirt=0.01, body=0.04)
+    lower = _probabilities(dress=0.85, upper=0.01, skirt=0.1, body=0.04)
+    assert constrained_labels(bodice, tags, 0.6)[0, 0] == FINE_INDEX["upper"]
+    assert constrained_labels(lower, tags, 0.6)[0, 0] == FINE_INDEX["skirt"]
+
+
+def test_pseudo_label_leaves_untagged_non_garments_out() -> None:
+    """Only garments trade places: a bag the tags do not mention stays unlabelled."""
+    from training.pseudo_label import constrained_labels
+    from training.train import IGNORE
+
+    bag_pixel = _probabilities(bag=0.9, upper=0.05, background=0.05)
+    assert constrained_labels(bag_pixel, _tags("top", "skin"), 0.6)[0, 0] == IGNORE

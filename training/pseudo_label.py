@@ -8,8 +8,15 @@ garments are present), and they constrain the labels: a pixel may only take a
 fine label whose CCP sources are tagged (background always).  Where the teacher
 puts more than half its probability on untagged labels, or the renormalised top
 probability over tagged labels is below ``--min-confidence``, the pixel is left
-unlabelled (255).  This fixes the teacher's commonest error, dress versus
-top + skirt, wherever the tags tell them apart.
+unlabelled (255).
+
+Garments first trade places: the teacher's probability on an untagged garment
+moves to the tagged garments, in proportion to the teacher's own probabilities
+of those (``to_tagged_garments``).  This fixes the teacher's commonest error,
+dress versus top + skirt, wherever the tags tell them apart, and it teaches
+CCP's own convention: its annotators often call a skirt worn under a separate
+top a "dress" (tags: dress and sweater, no skirt), so the skirt the teacher
+sees becomes dress instead of being left out.
 
 Writes ``OUT/NNNN.npz`` with a ``label`` array at cache size and the ``allowed``
 labels (the image-level presence head learns from them); existing files are
@@ -41,9 +48,27 @@ def allowed_labels(tags: list[str]) -> np.ndarray:
     return allowed
 
 
+# Garments the teacher confuses with one another; the tags decide among them.
+GARMENTS = np.array([FINE_INDEX[n] for n in ("outerwear", "upper", "dress", "skirt", "pants", "shorts")])
+
+
+def to_tagged_garments(probs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """(K, H, W) probabilities with each pixel's mass on untagged garments moved to
+    the tagged garments, shared in proportion to the teacher's probabilities of
+    those at that pixel (evenly where it gives them none)."""
+    tagged, untagged = GARMENTS[allowed[GARMENTS]], GARMENTS[~allowed[GARMENTS]]
+    if not len(tagged) or not len(untagged):
+        return probs
+    out = probs.copy()
+    share = probs[tagged] + 1e-6
+    out[tagged] += share / share.sum(0) * probs[untagged].sum(0)
+    out[untagged] = 0
+    return out
+
+
 def constrained_labels(probs: np.ndarray, allowed: np.ndarray, min_confidence: float) -> np.ndarray:
     """(H, W) uint8 labels from (K, H, W) probabilities restricted to ``allowed``."""
-    inside = probs[allowed]
+    inside = to_tagged_garments(probs, allowed)[allowed]
     mass = inside.sum(0)
     best = inside.argmax(0)
     labels = np.flatnonzero(allowed)[best].astype(np.uint8)
