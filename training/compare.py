@@ -15,13 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from clothseg.engine.evaluation import validation_split
 from clothseg.engine.taxonomy import FINE_LABELS
 from training.model import ParsingNet
-from training.train import IN_CHANNELS, load_cache, validate
+from training.train import IN_CHANNELS, labelled_stems, load_cache, validate
 from training.warmstart import load_exported
 
 
@@ -33,8 +32,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    labelled = sorted(f.stem for f in args.cache.glob("*.npz") if "label" in np.load(f).files)
-    images, priors, labels = load_cache(args.cache, validation_split(labelled)[1])
+    images, priors, labels = load_cache(args.cache, validation_split(labelled_stems(args.cache))[1])
     for path in args.models:
         net = ParsingNet(IN_CHANNELS, len(FINE_LABELS))
         load_exported(net, path)

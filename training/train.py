@@ -70,6 +70,11 @@ def load_cache(cache: Path, stems: list[str], labels_dir: Path | None = None,
     return images, priors, labels
 
 
+def labelled_stems(cache: Path) -> list[str]:
+    """The pixel-annotated photos in the cache (those with a ``label`` array), sorted."""
+    return sorted(f.stem for f in cache.glob("*.npz") if "label" in np.load(f).files)
+
+
 def normalise(rgb: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
     """Network input from RGB in [0, 1] and priors in [0, 1]."""
     return torch.cat([(rgb - MEAN) / STD, priors], 1)
@@ -222,8 +227,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
 
-    labelled = sorted(f.stem for f in args.cache.glob("*.npz") if "label" in np.load(f).files)
-    train_stems, val_stems = validation_split(labelled)
+    train_stems, val_stems = validation_split(labelled_stems(args.cache))
     tr_img, tr_pri, tr_lab = load_cache(args.cache, train_stems)
     va_img, va_pri, va_lab = load_cache(args.cache, val_stems)
     pseudo_stems = sorted(f.stem for f in args.pseudo.glob("*.npz")) if args.pseudo else []
