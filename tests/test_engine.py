@@ -163,10 +163,11 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_warm_start_reproduces_the_bundled_model() -> None:
+@pytest.mark.parametrize("architecture", [{}, {"expand": 8, "decoder_width": 2.0}], ids=["same", "widened"])
+def test_warm_start_reproduces_the_bundled_model(architecture: dict[str, float]) -> None:
     """Training resumes from the committed ONNX model (checkpoints do not outlive a
-    session): the reloaded network computes the same function, also after its
-    BatchNorms are calibrated for training."""
+    session), also into a network with wider blocks: the reloaded network computes
+    the same function, also after its BatchNorms are calibrated for training."""
     torch = pytest.importorskip("torch")
     import onnxruntime as ort
 
@@ -174,8 +175,8 @@ def test_warm_start_reproduces_the_bundled_model() -> None:
     from training.train import IN_CHANNELS
     from training.warmstart import calibrate_batchnorm, load_exported
 
-    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS)).eval()
-    load_exported(net, DEFAULT_MODEL)
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **architecture).eval()
+    load_exported(net, DEFAULT_MODEL, widen=bool(architecture))
     torch.manual_seed(0)
     x = torch.rand(1, IN_CHANNELS, 256, 160) * 2 - 1
     expected = ort.InferenceSession(str(DEFAULT_MODEL)).run(None, {"input": x.numpy()})[0]
@@ -185,6 +186,19 @@ def test_warm_start_reproduces_the_bundled_model() -> None:
         np.testing.assert_allclose(net(x).softmax(1).numpy(), expected, atol=1e-4)
         bn = net.stem[0][1]
         assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
+
+
+def test_warm_start_refuses_a_network_it_cannot_hold() -> None:
+    """Without ``widen`` the shapes must match; a narrower network never fits."""
+    pytest.importorskip("torch")
+    from training.model import ParsingNet
+    from training.train import IN_CHANNELS
+    from training.warmstart import load_exported
+
+    with pytest.raises(ValueError, match="shape"):
+        load_exported(ParsingNet(IN_CHANNELS, len(FINE_LABELS), expand=6), DEFAULT_MODEL)
+    with pytest.raises(ValueError, match="shape"):
+        load_exported(ParsingNet(IN_CHANNELS, len(FINE_LABELS), expand=2), DEFAULT_MODEL, widen=True)
 
 
 def test_quality_floor_on_validation_photos(engine: Engine) -> None:

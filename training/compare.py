@@ -34,7 +34,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     images, priors, labels = load_cache(args.cache, validation_split(labelled_stems(args.cache))[1])
     for path in args.models:
-        net = ParsingNet(IN_CHANNELS, len(FINE_LABELS))
+        card = json.loads(path.with_suffix(".json").read_text())
+        net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **card.get("architecture", {}))
         load_exported(net, path)
         for height in args.heights:
             print(json.dumps({"model": str(path), "height": height,

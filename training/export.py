@@ -32,7 +32,9 @@ class WithSoftmax(torch.nn.Module):
 
 def load_network(checkpoint: Path) -> tuple[ParsingNet, dict]:
     ck = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), ck["args"]["model_width"])
+    args = ck["args"]
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args["model_width"], args.get("expand", 4),
+                     args.get("decoder_width", 1.0))
     net.load_state_dict(ck["ema"])
     return net.eval(), ck
 
@@ -61,6 +63,7 @@ def main() -> None:
         "std": STD.flatten().tolist(),
         "prior_channels": PRIOR_CHANNELS,
         "parameters": sum(p.numel() for p in net.parameters()),
+        "architecture": net.architecture,
         "training": {k: str(v) if isinstance(v, Path) else v for k, v in ck["args"].items()
                      if k in ("epochs", "height", "width", "model_width", "batch", "lr", "init", "pseudo",
                               "pseudo_fraction", "warmup_epochs", "presence_weight")},

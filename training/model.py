@@ -92,21 +92,32 @@ class ImageLevelPrior(nn.Module):
 
 
 class ParsingNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, width: float = 1.0):
-        super().__init__()
+    """``width`` scales every layer; ``expand`` (the inverted residuals' expansion
+    in the stride 8 and 16 stages, times 1.5 in the dilated last stage) and
+    ``decoder_width`` (the hidden channels inside each decoder fusion) grow the
+    network only inside its blocks, so a larger network can start from a smaller
+    one's weights unchanged (training/warmstart.py)."""
 
-        def c(n: int) -> int:
-            return max(8, int(round(n * width / 8)) * 8)
+    def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, expand: int = 4,
+                 decoder_width: float = 1.0):
+        super().__init__()
+        self.architecture = {"width": width, "expand": expand, "decoder_width": decoder_width}
+
+        def c(n: int, scale: float = 1.0) -> int:
+            return max(8, int(round(n * width * scale / 8)) * 8)
 
         self.stem = nn.Sequential(conv_bn(in_channels, c(32), 3, 2), stage(c(32), c(24), 1, 1, expand=1))
         self.s4 = stage(c(24), c(40), 2, 2)       # 1/4
-        self.s8 = stage(c(40), c(64), 3, 2)       # 1/8
-        self.s16 = nn.Sequential(stage(c(64), c(112), 4, 2), stage(c(112), c(160), 3, 1, expand=6, dilation=2))
+        self.s8 = stage(c(40), c(64), 3, 2, expand)       # 1/8
+        self.s16 = nn.Sequential(stage(c(64), c(112), 4, 2, expand),
+                                 stage(c(112), c(160), 3, 1, expand=expand * 3 // 2, dilation=2))
         self.aspp = LiteASPP(c(160), c(128))
         self.skip8 = conv_bn(c(64), c(48), 1)
-        self.fuse8 = nn.Sequential(SeparableConv(c(128) + c(48), c(96)), SeparableConv(c(96), c(96)))
+        self.fuse8 = nn.Sequential(SeparableConv(c(128) + c(48), c(96, decoder_width)),
+                                   SeparableConv(c(96, decoder_width), c(96)))
         self.skip4 = conv_bn(c(40), c(32), 1)
-        self.fuse4 = nn.Sequential(SeparableConv(c(96) + c(32), c(64)), SeparableConv(c(64), c(64)))
+        self.fuse4 = nn.Sequential(SeparableConv(c(96) + c(32), c(64, decoder_width)),
+                                   SeparableConv(c(64, decoder_width), c(64)))
         self.head = nn.Conv2d(c(64), num_classes, 1)
         self.presence = ImageLevelPrior(c(160), num_classes)
 

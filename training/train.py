@@ -215,6 +215,8 @@ def main() -> None:
     p.add_argument("--height", type=int, default=320)
     p.add_argument("--width", type=int, default=224)
     p.add_argument("--model-width", type=float, default=1.0)
+    p.add_argument("--expand", type=int, default=4, help="expansion of the stride 8/16 inverted residuals")
+    p.add_argument("--decoder-width", type=float, default=1.0, help="hidden width of the decoder fusions")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--val-every", type=int, default=2)
@@ -240,14 +242,14 @@ def main() -> None:
     last = args.run / "last.pt"
     if not last.exists():
         torch.manual_seed(0)  # a new run's initial weights and calibration batches are reproducible
-    model = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args.model_width)
+    model = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args.model_width, args.expand, args.decoder_width)
     weights = class_weights(tr_lab)
     n_labelled = args.batch - n_pseudo
     steps_per_epoch = len(train_stems) // n_labelled
     total_steps = args.epochs * steps_per_epoch
     warmup = round(args.warmup_epochs * steps_per_epoch)
     if args.init and not last.exists():
-        load_exported(model, args.init, new_modules=("presence",))
+        load_exported(model, args.init, new_modules=("presence",), widen=True)
         calibrate_batchnorm(model, (augment(tr_img[i:i + args.batch], tr_pri[i:i + args.batch],
                                             tr_lab[i:i + args.batch], args.height, args.width)[0]
                                     for i in range(0, 8 * args.batch, args.batch)))

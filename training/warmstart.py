@@ -48,12 +48,25 @@ def _following_batchnorm(net: nn.Module, conv_path: str) -> nn.BatchNorm2d | Non
     return module if isinstance(module, nn.BatchNorm2d) else None
 
 
+def _copy_widened(target: torch.Tensor, source: torch.Tensor) -> None:
+    """Copy a kernel into the leading slice of a kernel at least as large.  The
+    extra output channels keep their random initialisation; the extra input
+    channels get zero weights, so channels the smaller network did not have
+    change nothing until training gives them a use."""
+    target[tuple(slice(0, n) for n in source.shape)] = source
+    target[:, source.shape[1]:] = 0
+
+
 @torch.no_grad()
-def load_exported(net: nn.Module, model_path: Path, new_modules: tuple[str, ...] = ()) -> None:
+def load_exported(net: nn.Module, model_path: Path, new_modules: tuple[str, ...] = (),
+                  widen: bool = False) -> None:
     """Copy the folded weights of ``model_path`` into ``net`` (same architecture).
     BatchNorms become identity + folded bias: exact in eval mode.  Convolutions
     under ``new_modules`` may be missing from the model (they keep their
-    initialisation, which must leave the function unchanged)."""
+    initialisation, which must leave the function unchanged).  With ``widen``,
+    ``net`` may have more channels inside its blocks (ParsingNet's ``expand`` and
+    ``decoder_width``): the model's channels come first, the new ones last, and the
+    function is still exactly the model's."""
     graph = onnx.load(str(model_path)).graph
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     loaded = set()
@@ -64,17 +77,18 @@ def load_exported(net: nn.Module, model_path: Path, new_modules: tuple[str, ...]
         conv = net.get_submodule(path)
         weight = torch.from_numpy(arrays[node.input[1]].copy())
         bias = torch.from_numpy(arrays[node.input[2]].copy()) if len(node.input) > 2 else None
-        if conv.weight.shape != weight.shape:
+        if any(here < there for here, there in zip(conv.weight.shape, weight.shape, strict=True)) or (
+                conv.weight.shape != weight.shape and not widen):
             raise ValueError(f"{path}: shape {tuple(weight.shape)} in the model, {tuple(conv.weight.shape)} here")
-        conv.weight.copy_(weight)
+        _copy_widened(conv.weight, weight)
         bn = _following_batchnorm(net, path)
         if bn is not None:
             bn.reset_parameters()
             bn.running_var.fill_(1 - bn.eps)
             if bias is not None:
-                bn.bias.copy_(bias)
+                bn.bias[:len(bias)].copy_(bias)
         elif bias is not None:
-            conv.bias.copy_(bias)
+            conv.bias[:len(bias)].copy_(bias)
         loaded.add(path)
     missing = [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)
                and name not in loaded and name.split(".")[0] not in new_modules]
