@@ -18,7 +18,7 @@ import torch
 from clothseg.engine.priors import PRIOR_CHANNELS
 from clothseg.engine.taxonomy import FINE_LABELS
 from training.model import ParsingNet
-from training.train import IN_CHANNELS, MEAN, STD
+from training.train import IN_CHANNELS, MEAN, STD, build_network
 
 
 class WithSoftmax(torch.nn.Module):
@@ -32,9 +32,7 @@ class WithSoftmax(torch.nn.Module):
 
 def load_network(checkpoint: Path) -> tuple[ParsingNet, dict]:
     ck = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    args = ck["args"]
-    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args["model_width"], args.get("expand", 4),
-                     args.get("decoder_width", 1.0))
+    net = build_network(ck["args"])
     net.load_state_dict(ck["ema"])
     return net.eval(), ck
 

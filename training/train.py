@@ -31,6 +31,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +74,11 @@ def load_cache(cache: Path, stems: list[str], labels_dir: Path | None = None,
 def labelled_stems(cache: Path) -> list[str]:
     """The pixel-annotated photos in the cache (those with a ``label`` array), sorted."""
     return sorted(f.stem for f in cache.glob("*.npz") if "label" in np.load(f).files)
+
+
+def build_network(args: dict[str, Any]) -> ParsingNet:
+    """The network a run's arguments (``vars`` of this script's options) describe."""
+    return ParsingNet(IN_CHANNELS, len(FINE_LABELS), args["model_width"], args["expand"], args["decoder_width"])
 
 
 def normalise(rgb: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
@@ -242,7 +248,7 @@ def main() -> None:
     last = args.run / "last.pt"
     if not last.exists():
         torch.manual_seed(0)  # a new run's initial weights and calibration batches are reproducible
-    model = ParsingNet(IN_CHANNELS, len(FINE_LABELS), args.model_width, args.expand, args.decoder_width)
+    model = build_network(vars(args))
     weights = class_weights(tr_lab)
     n_labelled = args.batch - n_pseudo
     steps_per_epoch = len(train_stems) // n_labelled
