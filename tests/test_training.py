@@ -90,3 +90,25 @@ def test_pseudo_label_leaves_untagged_non_garments_out() -> None:
 
     bag_pixel = _probabilities(bag=0.9, upper=0.05, background=0.05)
     assert constrained_labels(bag_pixel, _tags("top", "skin"), 0.6)[0, 0] == IGNORE
+
+
+def test_pseudo_picks_match_the_annotated_dress_and_skirt_frequencies() -> None:
+    """Balanced sampling draws each dress/skirt combination of the unannotated
+    photos as often as it occurs among the annotated ones."""
+    from training.train import balancing_weights
+
+    def photos(n_dress: int, n_skirt: int, n_neither: int) -> torch.Tensor:
+        presence = torch.zeros(n_dress + n_skirt + n_neither, len(FINE_LABELS), dtype=torch.bool)
+        presence[:n_dress, FINE_INDEX["dress"]] = True
+        presence[n_dress:n_dress + n_skirt, FINE_INDEX["skirt"]] = True
+        presence[:, FINE_INDEX["background"]] = True
+        return presence
+
+    annotated, unannotated = photos(29, 17, 54), photos(19, 29, 52)
+    weights = balancing_weights(annotated, unannotated, ["dress", "skirt"])
+    share = weights / weights.sum()
+    assert share[:19].sum().item() == pytest.approx(0.29)
+    assert share[19:48].sum().item() == pytest.approx(0.17)
+    assert share[48:].sum().item() == pytest.approx(0.54)
+    # Photos of one combination stay equally likely.
+    assert torch.all(share[:19] == share[0])

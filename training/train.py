@@ -164,6 +164,25 @@ def label_counts(labels: torch.Tensor) -> torch.Tensor:
     return torch.bincount(sample[valid] * k + labels[valid].long(), minlength=labels.shape[0] * k).view(-1, k)
 
 
+def balancing_weights(reference: torch.Tensor, pool: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    """(M,) sampling weights for the ``pool`` photos, given as (M, K) label
+    presence, under which every combination of ``labels`` (each present or not)
+    is drawn as often as it occurs among the ``reference`` photos (N, K).  The
+    unannotated CCP photos hold fewer dresses and more skirts than the annotated
+    ones; drawn uniformly, their pseudo-labels shift the dress/skirt prior."""
+    bits = 2 ** torch.arange(len(labels))
+    columns = [FINE_INDEX[name] for name in labels]
+
+    def combination(presence: torch.Tensor) -> torch.Tensor:
+        return (presence[:, columns].long() * bits).sum(1)
+
+    def share(presence: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(combination(presence), minlength=2 ** len(labels)).double() / len(presence)
+
+    ratio = share(reference) / share(pool).clamp_min(1e-12)
+    return ratio[combination(pool)]
+
+
 def presence_loss(presence: torch.Tensor, counts: torch.Tensor, possible: torch.Tensor) -> torch.Tensor:
     """BCE of the (B, K) presence logits against each crop's label ``counts``.
     ``possible`` (B, K) marks the labels that may be in the photo (its tags; for
@@ -229,6 +248,8 @@ def main() -> None:
     p.add_argument("--init", type=Path, help="exported ONNX model to start a new run from")
     p.add_argument("--pseudo", type=Path, help="folder of pseudo-labels for the unannotated photos")
     p.add_argument("--pseudo-fraction", type=float, default=0.33)
+    p.add_argument("--pseudo-balance", default="", help="comma-separated fine labels (e.g. dress,skirt) "
+                   "whose photo frequencies the pseudo-labelled picks match to the annotated training photos")
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--presence-weight", type=float, default=0.4, help="weight of the image-level presence loss")
     args = p.parse_args()
@@ -243,6 +264,11 @@ def main() -> None:
     if pseudo_stems:
         ps_img, ps_pri, ps_lab = load_cache(args.cache, pseudo_stems, args.pseudo)
         ps_tags = torch.from_numpy(np.stack([np.load(args.pseudo / f"{s}.npz")["allowed"] for s in pseudo_stems]))
+        ps_weights = torch.ones(len(pseudo_stems), dtype=torch.float64)
+        if args.pseudo_balance:
+            tr_present = torch.stack([torch.bincount(lab[lab != IGNORE].long(), minlength=len(FINE_LABELS)) > 0
+                                      for lab in tr_lab])
+            ps_weights = balancing_weights(tr_present, ps_tags, args.pseudo_balance.split(","))
     print(f"train {len(train_stems)} val {len(val_stems)} pseudo {len(pseudo_stems)}", flush=True)
 
     last = args.run / "last.pt"
@@ -298,8 +324,8 @@ def main() -> None:
             img, pri, lab = tr_img[idx], tr_pri[idx], tr_lab[idx]
             tags = None
             if n_pseudo:
-                pick = torch.randint(len(pseudo_stems), (n_pseudo,),
-                                     generator=torch.Generator().manual_seed(state["step"]))
+                pick = torch.multinomial(ps_weights, n_pseudo, replacement=True,
+                                         generator=torch.Generator().manual_seed(state["step"]))
                 img, pri, lab = torch.cat([img, ps_img[pick]]), torch.cat([pri, ps_pri[pick]]), \
                     torch.cat([lab, ps_lab[pick]])
                 tags = ps_tags[pick]
