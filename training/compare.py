@@ -21,7 +21,7 @@ from clothseg.engine.evaluation import validation_split
 from clothseg.engine.taxonomy import FINE_LABELS
 from training.model import ParsingNet
 from training.train import IN_CHANNELS, labelled_stems, load_cache, validate
-from training.warmstart import load_exported
+from training.warmstart import exported_architecture, load_exported
 
 
 def main() -> None:
@@ -34,8 +34,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     images, priors, labels = load_cache(args.cache, validation_split(labelled_stems(args.cache))[1])
     for path in args.models:
-        card = json.loads(path.with_suffix(".json").read_text())
-        net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **card.get("architecture", {}))
+        net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **exported_architecture(path))
         load_exported(net, path)
         for height in args.heights:
             print(json.dumps({"model": str(path), "height": height,

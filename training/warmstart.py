@@ -14,6 +14,7 @@ folded bias.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +22,12 @@ import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
+
+
+def exported_architecture(model_path: Path) -> dict[str, float]:
+    """ParsingNet's architecture options as the exported model's card records them
+    (cards written before the options existed: none, the defaults)."""
+    return json.loads(model_path.with_suffix(".json").read_text()).get("architecture", {})
 
 
 def _conv_module_path(node_name: str) -> str:
