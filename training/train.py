@@ -266,8 +266,7 @@ def main() -> None:
         ps_tags = torch.from_numpy(np.stack([np.load(args.pseudo / f"{s}.npz")["allowed"] for s in pseudo_stems]))
         ps_weights = torch.ones(len(pseudo_stems), dtype=torch.float64)
         if args.pseudo_balance:
-            tr_present = torch.stack([torch.bincount(lab[lab != IGNORE].long(), minlength=len(FINE_LABELS)) > 0
-                                      for lab in tr_lab])
+            tr_present = torch.cat([label_counts(lab[None]) for lab in tr_lab]) > 0  # one at a time: memory
             ps_weights = balancing_weights(tr_present, ps_tags, args.pseudo_balance.split(","))
     print(f"train {len(train_stems)} val {len(val_stems)} pseudo {len(pseudo_stems)}", flush=True)
 
