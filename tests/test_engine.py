@@ -163,6 +163,40 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_model_soup_averages_the_exported_weights(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from training.export import export
+    from training.model import ParsingNet
+    from training.soup import average_models
+    from training.train import IN_CHANNELS
+
+    paths = []
+    for seed, expand in ((0, 4), (1, 4), (2, 6)):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"m{seed}.onnx")
+        export(ParsingNet(IN_CHANNELS, len(FINE_LABELS), expand=expand).eval(), paths[-1], {"labels": ["x"]})
+    soup = tmp_path / "soup.onnx"
+    average_models(paths[:2], soup)
+
+    def weights(path: Path) -> dict[str, np.ndarray]:
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+
+    a, b, mean = weights(paths[0]), weights(paths[1]), weights(soup)
+    floats = [name for name in a if a[name].dtype.kind == "f"]
+    assert floats and any(not np.array_equal(a[n], b[n]) for n in floats)
+    for name in floats:
+        np.testing.assert_allclose(mean[name], (a[name] + b[name]) / 2, rtol=1e-6, atol=1e-7)
+    probs = ort.InferenceSession(str(soup)).run(None, {"input": np.zeros((1, IN_CHANNELS, 64, 48), np.float32)})[0]
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+    assert json.loads(soup.with_suffix(".json").read_text()) == {"labels": ["x"], "soup": [str(p) for p in paths[:2]]}
+    with pytest.raises(ValueError, match="not the architecture"):
+        average_models(paths, tmp_path / "bad.onnx")
+
+
 @pytest.mark.parametrize("widen", [False, True], ids=["same", "widened"])
 def test_warm_start_reproduces_the_bundled_model(widen: bool) -> None:
     """Training resumes from the committed ONNX model (checkpoints do not outlive a
