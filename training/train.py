@@ -251,6 +251,8 @@ def main() -> None:
     p.add_argument("--pseudo-balance", default="", help="comma-separated fine labels (e.g. dress,skirt) "
                    "whose photo frequencies the pseudo-labelled picks match to the annotated training photos")
     p.add_argument("--warmup-epochs", type=float, default=2.0)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast and channels-last training steps "
+                   "(~1.7x faster on CPUs with AMX; validation and EMA stay float32)")
     p.add_argument("--presence-weight", type=float, default=0.4, help="weight of the image-level presence loss")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -285,6 +287,8 @@ def main() -> None:
                                             tr_lab[i:i + args.batch], args.height, args.width)[0]
                                     for i in range(0, 8 * args.batch, args.batch)))
         print(f"initialised from {args.init}", flush=True)
+    if args.bf16:
+        model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     state = {"step": 0, "best": 0.0}
@@ -335,7 +339,11 @@ def main() -> None:
                 possible[n_labelled:] = tags
             for group in opt.param_groups:
                 group["lr"] = lr_at(state["step"])
-            logits, presence = model.parse(x)
+            if args.bf16:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits, presence = model.parse(x)
+            logits, presence = logits.float(), presence.float()
             loss = (F.cross_entropy(logits, y, weight=weights, ignore_index=IGNORE) + 0.5 * dice_loss(logits, y)
                     + args.presence_weight * presence_loss(presence, counts, possible))
             opt.zero_grad(set_to_none=True)
