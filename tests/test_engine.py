@@ -245,3 +245,16 @@ def test_quality_floor_on_validation_photos(engine: Engine) -> None:
     assert result.images == 4
     assert result.miou > 0.4, result
     assert result.iou["background"] > 0.9 and result.iou["tops"] > 0.4
+
+
+def test_pose_of_a_large_photo_matches_the_photo_at_training_scale(rgb: np.ndarray) -> None:
+    """A 4k photo gets the priors of the same photo at CCP's size, where the network learnt them."""
+    from clothseg.engine.priors import POSE_SIDE, PoseEstimator
+
+    estimator = PoseEstimator()
+    big = np.asarray(Image.fromarray(rgb).resize((rgb.shape[1] * 4, rgb.shape[0] * 4), Image.BICUBIC))
+    small, large = estimator(rgb), estimator(big)
+    assert small.landmarks is not None and large.landmarks is not None
+    assert max(large.person_mask.shape) <= POSE_SIDE
+    visible = small.landmarks[:, 2] > 0.5
+    assert np.abs(small.landmarks[visible, :2] - large.landmarks[visible, :2]).max() < 0.02
