@@ -136,7 +136,8 @@ def test_bundled_model_card_matches_the_taxonomy() -> None:
 
 
 # -- export and quality ------------------------------------------------------------------
-def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("context", [False, True], ids=["plain", "context"])
+def test_onnx_export_matches_pytorch(tmp_path: Path, context: bool) -> None:
     torch = pytest.importorskip("torch")
     import onnxruntime as ort
 
@@ -145,7 +146,7 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     from training.train import IN_CHANNELS
 
     torch.manual_seed(0)
-    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS)).eval()
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), context=context).eval()
     # Non-trivial BatchNorm statistics, as after training.
     for mod in net.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
@@ -153,6 +154,8 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
             mod.running_var.uniform_(0.5, 2.0)
     with torch.no_grad():  # the image-level prior is active, as after training
         net.presence.scale.weight.uniform_(0.2, 1.0)
+        if context:  # and so is the self-attention
+            net.context.out.weight.normal_(0, 0.1)
     path = tmp_path / "m.onnx"
     export(net, path, {"labels": list(FINE_LABELS)})
     x = torch.randn(1, IN_CHANNELS, 320, 224)
@@ -197,11 +200,12 @@ def test_model_soup_averages_the_exported_weights(tmp_path: Path) -> None:
         average_models(paths, tmp_path / "bad.onnx")
 
 
-@pytest.mark.parametrize("widen", [False, True], ids=["same", "widened"])
-def test_warm_start_reproduces_the_bundled_model(widen: bool) -> None:
+@pytest.mark.parametrize("widen", [False, True, "context"], ids=["same", "widened", "context"])
+def test_warm_start_reproduces_the_bundled_model(widen: bool | str) -> None:
     """Training resumes from the committed ONNX model (checkpoints do not outlive a
-    session), also into a network with wider blocks: the reloaded network computes
-    the same function, also after its BatchNorms are calibrated for training."""
+    session), also into a network with wider blocks or an added self-attention
+    block: the reloaded network computes the same function, also after its
+    BatchNorms are calibrated for training."""
     torch = pytest.importorskip("torch")
     import onnxruntime as ort
 
@@ -210,11 +214,13 @@ def test_warm_start_reproduces_the_bundled_model(widen: bool) -> None:
     from training.warmstart import calibrate_batchnorm, exported_architecture, load_exported
 
     architecture = exported_architecture(DEFAULT_MODEL)
-    if widen:
+    if widen is True:
         architecture = {**architecture, "expand": 2 * architecture.get("expand", 4),
                         "decoder_width": 2 * architecture.get("decoder_width", 1.0)}
+    if widen == "context":
+        architecture = {**architecture, "context": True}
     net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **architecture).eval()
-    load_exported(net, DEFAULT_MODEL, widen=widen)
+    load_exported(net, DEFAULT_MODEL, new_modules=("context",), widen=widen is True)
     torch.manual_seed(0)
     x = torch.rand(1, IN_CHANNELS, 256, 160) * 2 - 1
     expected = ort.InferenceSession(str(DEFAULT_MODEL)).run(None, {"input": x.numpy()})[0]

@@ -8,7 +8,9 @@ that is a multiple of 16 works (the engine pads to that).
 An image-level head predicts which fine labels the photo shows at all (trained
 from CCP's image-level tags too) and adds a learned log-prior from it to every
 pixel's logits: a dress versus a top and a skirt is a decision about the whole
-outfit, not about one pixel.
+outfit, not about one pixel.  Optionally (``context``), a self-attention block
+over the deepest features lets every position see the whole outfit before the
+decoder labels it.
 """
 
 from __future__ import annotations
@@ -91,17 +93,47 @@ class ImageLevelPrior(nn.Module):
         return presence, self.scale(F.logsigmoid(presence))
 
 
+class GlobalContext(nn.Module):
+    """Multi-head self-attention over the stride-16 features, added back to them
+    (a non-local block, Wang et al. 2018): whether a garment is a dress or a top
+    over a skirt depends on where it ends and what else the photo shows.  Plain
+    1x1 convolutions (no BatchNorm, so warm-start calibration leaves them alone);
+    the output convolution starts at zero, so a network exported without the
+    block computes the same function with it."""
+
+    def __init__(self, channels: int, heads: int = 4, key_channels: int = 32):
+        super().__init__()
+        self.heads, self.key_channels = heads, key_channels
+        self.query = nn.Conv2d(channels, heads * key_channels, 1)
+        self.key = nn.Conv2d(channels, heads * key_channels, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q = self.query(x).reshape(n, self.heads, self.key_channels, -1).transpose(2, 3)
+        k = self.key(x).reshape(n, self.heads, self.key_channels, -1)
+        v = self.value(x).reshape(n, self.heads, c // self.heads, -1).transpose(2, 3)
+        attention = (q @ k * self.key_channels ** -0.5).softmax(-1)
+        y = (attention @ v).transpose(2, 3).reshape(n, c, h, w)
+        return x + self.out(y)
+
+
 class ParsingNet(nn.Module):
     """``width`` scales every layer; ``expand`` (the inverted residuals' expansion
     in the stride 8 and 16 stages, times 1.5 in the dilated last stage) and
     ``decoder_width`` (the hidden channels inside each decoder fusion) grow the
     network only inside its blocks, so a larger network can start from a smaller
-    one's weights unchanged (training/warmstart.py)."""
+    one's weights unchanged (training/warmstart.py); so does ``context``, the
+    self-attention block, which starts as the identity."""
 
     def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, expand: int = 4,
-                 decoder_width: float = 1.0):
+                 decoder_width: float = 1.0, context: bool = False):
         super().__init__()
-        self.architecture = {"width": width, "expand": expand, "decoder_width": decoder_width}
+        self.architecture = {"width": width, "expand": expand, "decoder_width": decoder_width,
+                             "context": context}
 
         def c(n: int, scale: float = 1.0) -> int:
             return max(8, int(round(n * width * scale / 8)) * 8)
@@ -111,6 +143,7 @@ class ParsingNet(nn.Module):
         self.s8 = stage(c(40), c(64), 3, 2, expand)       # 1/8
         self.s16 = nn.Sequential(stage(c(64), c(112), 4, 2, expand),
                                  stage(c(112), c(160), 3, 1, expand=expand * 3 // 2, dilation=2))
+        self.context = GlobalContext(c(160)) if context else nn.Identity()
         self.aspp = LiteASPP(c(160), c(128))
         self.skip8 = conv_bn(c(64), c(48), 1)
         self.fuse8 = nn.Sequential(SeparableConv(c(128) + c(48), c(96, decoder_width)),
@@ -130,7 +163,7 @@ class ParsingNet(nn.Module):
         f2 = self.stem(x)
         f4 = self.s4(f2)
         f8 = self.s8(f4)
-        f16 = self.s16(f8)
+        f16 = self.context(self.s16(f8))
         presence, prior = self.presence(f16)
         y = self.aspp(f16)
         y = F.interpolate(y, size=f8.shape[2:], mode="bilinear", align_corners=False)

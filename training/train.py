@@ -78,7 +78,8 @@ def labelled_stems(cache: Path) -> list[str]:
 
 def build_network(args: dict[str, Any]) -> ParsingNet:
     """The network a run's arguments (``vars`` of this script's options) describe."""
-    return ParsingNet(IN_CHANNELS, len(FINE_LABELS), args["model_width"], args["expand"], args["decoder_width"])
+    return ParsingNet(IN_CHANNELS, len(FINE_LABELS), args["model_width"], args["expand"], args["decoder_width"],
+                      args.get("context", False))
 
 
 def normalise(rgb: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
@@ -242,6 +243,8 @@ def main() -> None:
     p.add_argument("--model-width", type=float, default=1.0)
     p.add_argument("--expand", type=int, default=4, help="expansion of the stride 8/16 inverted residuals")
     p.add_argument("--decoder-width", type=float, default=1.0, help="hidden width of the decoder fusions")
+    p.add_argument("--context", action="store_true", help="self-attention over the deepest features "
+                   "(starts as the identity, so a warm start keeps the exported function)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--val-every", type=int, default=2)
@@ -282,7 +285,7 @@ def main() -> None:
     total_steps = args.epochs * steps_per_epoch
     warmup = round(args.warmup_epochs * steps_per_epoch)
     if args.init and not last.exists():
-        load_exported(model, args.init, new_modules=("presence",), widen=True)
+        load_exported(model, args.init, new_modules=("presence", "context"), widen=True)
         calibrate_batchnorm(model, (augment(tr_img[i:i + args.batch], tr_pri[i:i + args.batch],
                                             tr_lab[i:i + args.batch], args.height, args.width)[0]
                                     for i in range(0, 8 * args.batch, args.batch)))
