@@ -200,6 +200,43 @@ def test_model_soup_averages_the_exported_weights(tmp_path: Path) -> None:
         average_models(paths, tmp_path / "bad.onnx")
 
 
+def test_model_soup_lifts_a_model_of_an_older_architecture(tmp_path: Path) -> None:
+    """A run that grew the network (wider blocks, self-attention) is souped with
+    the model it started from: that model first becomes the same function in the
+    larger architecture."""
+    torch = pytest.importorskip("torch")
+    import onnx
+    import onnxruntime as ort
+
+    from training.export import export
+    from training.model import ParsingNet
+    from training.soup import average_models, lifted
+    from training.train import IN_CHANNELS
+
+    torch.manual_seed(0)
+    old, grown = (ParsingNet(IN_CHANNELS, len(FINE_LABELS)).eval(),
+                  ParsingNet(IN_CHANNELS, len(FINE_LABELS), expand=8, context=True).eval())
+    with torch.no_grad():
+        grown.context.out.weight.normal_(0, 0.1)
+    paths = [tmp_path / "old.onnx", tmp_path / "grown.onnx"]
+    for net, path in zip((old, grown), paths, strict=True):
+        export(net, path, {"labels": list(FINE_LABELS), "architecture": net.architecture})
+    x = torch.rand(1, IN_CHANNELS, 128, 96).numpy() * 2 - 1
+
+    def run(path: Path) -> np.ndarray:
+        return ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+
+    (tmp_path / "lifted").mkdir()
+    np.testing.assert_allclose(run(lifted(paths[0], grown.architecture, tmp_path / "lifted")), run(paths[0]),
+                               atol=1e-4)
+    average_models([paths[1], paths[0]], tmp_path / "soup.onnx")
+    assert len(onnx.load(str(tmp_path / "soup.onnx")).graph.initializer) == len(
+        onnx.load(str(paths[1])).graph.initializer)
+    soup = run(tmp_path / "soup.onnx")
+    np.testing.assert_allclose(soup.sum(1), 1, atol=1e-4)
+    assert not np.allclose(soup, run(paths[1]), atol=1e-3)
+
+
 @pytest.mark.parametrize("widen", [False, True, "context"], ids=["same", "widened", "context"])
 def test_warm_start_reproduces_the_bundled_model(widen: bool | str) -> None:
     """Training resumes from the committed ONNX model (checkpoints do not outlive a

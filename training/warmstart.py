@@ -76,6 +76,9 @@ def load_exported(net: nn.Module, model_path: Path, new_modules: tuple[str, ...]
     function is still exactly the model's."""
     graph = onnx.load(str(model_path)).graph
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # The exporter shares equal tensors (e.g. all-zero biases) through Identity nodes.
+    arrays |= {node.output[0]: arrays[node.input[0]] for node in graph.node
+               if node.op_type == "Identity" and node.input[0] in arrays}
     loaded = set()
     for node in graph.node:
         if node.op_type != "Conv":
