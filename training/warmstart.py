@@ -14,6 +14,7 @@ folded bias.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,11 +24,16 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from training.model import ParsingNet
+
 
 def exported_architecture(model_path: Path) -> dict[str, float]:
-    """ParsingNet's architecture options as the exported model's card records them
-    (cards written before the options existed: none, the defaults)."""
-    return json.loads(model_path.with_suffix(".json").read_text()).get("architecture", {})
+    """ParsingNet's architecture options as the exported model's card records them,
+    each option the card does not name (it was written before the option existed)
+    at its default, so two cards of one network compare equal."""
+    defaults = {name: parameter.default for name, parameter in inspect.signature(ParsingNet).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    return defaults | json.loads(model_path.with_suffix(".json").read_text()).get("architecture", {})
 
 
 def _conv_module_path(node_name: str) -> str:
