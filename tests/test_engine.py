@@ -252,8 +252,8 @@ def test_warm_start_reproduces_the_bundled_model(widen: bool | str) -> None:
 
     architecture = exported_architecture(DEFAULT_MODEL)
     if widen is True:
-        architecture = {**architecture, "expand": 2 * architecture.get("expand", 4),
-                        "decoder_width": 2 * architecture.get("decoder_width", 1.0)}
+        architecture = {**architecture, "expand": 2 * architecture["expand"],
+                        "decoder_width": 2 * architecture["decoder_width"]}
     if widen == "context":
         architecture = {**architecture, "context": True}
     net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **architecture).eval()

@@ -27,7 +27,7 @@ from torch import nn
 from training.model import ParsingNet
 
 
-def exported_architecture(model_path: Path) -> dict[str, float]:
+def exported_architecture(model_path: Path) -> dict[str, float | bool]:
     """ParsingNet's architecture options as the exported model's card records them,
     each option the card does not name (it was written before the option existed)
     at its default, so two cards of one network compare equal."""
