@@ -112,3 +112,27 @@ def test_pseudo_picks_match_the_annotated_dress_and_skirt_frequencies() -> None:
     assert share[48:].sum().item() == pytest.approx(0.54)
     # Photos of one combination stay equally likely.
     assert torch.all(share[:19] == share[0])
+
+
+def test_lovasz_loss_is_one_minus_the_eval_miou_of_a_hard_prediction() -> None:
+    """On one-hot predictions the loss is exactly 1 - mIoU over the eval classes
+    present (tops = outerwear + upper, legwear ignored), so it trains for the
+    figure the eval command reports."""
+    from clothseg.engine.evaluation import fine_to_eval_lut
+    from training.train import IGNORE, lovasz_loss
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randint(0, len(FINE_LABELS), (2, 24, 16), generator=gen)
+    target[0, :4] = IGNORE
+    pred = torch.randint(0, len(FINE_LABELS), (2, 24, 16), generator=gen)
+    logits = torch.nn.functional.one_hot(pred, len(FINE_LABELS)).permute(0, 3, 1, 2).float() * 50
+    lut = torch.from_numpy(fine_to_eval_lut()).long()
+    valid = (target != IGNORE) & (target != FINE_INDEX["legwear"])
+    g, p = lut[target[valid]], lut[pred[valid]]
+    iou = [((g == c) & (p == c)).sum() / ((g == c) | (p == c)).sum() for c in range(9) if (g == c).any()]
+    assert lovasz_loss(logits, target).item() == pytest.approx(1 - torch.stack(iou).mean().item(), abs=1e-5)
+    # A better guess for the pixels of the tops class lowers the loss.
+    soft = (logits / 50).requires_grad_(True)
+    lovasz_loss(soft, target).backward()
+    tops = target == FINE_INDEX["upper"]
+    assert (soft.grad[:, FINE_INDEX["upper"]][tops] < 0).all()
