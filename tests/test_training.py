@@ -136,3 +136,42 @@ def test_lovasz_loss_is_one_minus_the_eval_miou_of_a_hard_prediction() -> None:
     lovasz_loss(soft, target).backward()
     tops = target == FINE_INDEX["upper"]
     assert (soft.grad[:, FINE_INDEX["upper"]][tops] < 0).all()
+
+
+def test_soft_teacher_targets_follow_the_tags_and_sum_to_one() -> None:
+    """Distillation targets: an untagged garment's probability goes to the tagged
+    ones, an untagged non-garment's is dropped, and each pixel sums to one."""
+    from training.pseudo_label import constrained_probabilities, soft_target
+
+    pixel = _probabilities(dress=0.5, upper=0.2, skirt=0.1, bag=0.1, body=0.1)
+    soft = constrained_probabilities(pixel, _tags("top", "skirt", "skin"))[:, 0, 0]
+    assert soft.sum() == pytest.approx(1.0)
+    assert soft[FINE_INDEX["dress"]] == 0 and soft[FINE_INDEX["bag"]] == 0
+    # The dress's 0.5 is shared 2:1 between upper and skirt, as the teacher ranks them.
+    assert soft[FINE_INDEX["upper"]] == pytest.approx(2 * soft[FINE_INDEX["skirt"]], rel=1e-4)
+    # Stored at half size (odd sizes rounded up) as uint8 0-255.
+    stored = soft_target(np.repeat(np.repeat(pixel, 5, 1), 3, 2))
+    assert stored.shape == (len(FINE_LABELS), 3, 2) and stored.dtype == np.uint8
+    assert stored[FINE_INDEX["dress"], 2, 1] == round(0.5 * 255)
+
+
+def test_augmented_soft_targets_stay_aligned_with_the_labels() -> None:
+    """The half-size teacher probabilities go through the same random affine as
+    the photo and its labels: where a crop pixel is labelled dress, the warped
+    target says dress too."""
+    from clothseg.engine.priors import PRIOR_CHANNELS
+    from training.train import PAD_H, PAD_W, augment, distillation_loss
+
+    torch.manual_seed(0)
+    labels = torch.full((4, PAD_H, PAD_W), FINE_INDEX["background"], dtype=torch.uint8)
+    labels[:, 100:300, 80:240] = FINE_INDEX["dress"]
+    soft = torch.nn.functional.one_hot(labels[:, ::2, ::2].long(), len(FINE_LABELS)).permute(0, 3, 1, 2)
+    images = torch.zeros(4, 3, PAD_H, PAD_W, dtype=torch.uint8)
+    priors = torch.zeros(4, PRIOR_CHANNELS, PAD_H, PAD_W, dtype=torch.uint8)
+    _, lab, warped = augment(images, priors, labels, 160, 112, (soft * 255).to(torch.uint8))
+    dress = lab == FINE_INDEX["dress"]
+    assert dress.any()
+    assert (warped[:, FINE_INDEX["dress"]][dress] > 0.45).float().mean() > 0.97
+    # The loss is lowest for a network that predicts the targets.
+    exact = torch.log(warped.clamp_min(1e-4))
+    assert distillation_loss(exact, warped) < distillation_loss(torch.zeros_like(exact), warped)

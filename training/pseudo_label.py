@@ -18,9 +18,14 @@ CCP's own convention: its annotators often call a skirt worn under a separate
 top a "dress" (tags: dress and sweater, no skirt), so the skirt the teacher
 sees becomes dress instead of being left out.
 
-Writes ``OUT/NNNN.npz`` with a ``label`` array at cache size and the ``allowed``
-labels (the image-level presence head learns from them); existing files are
-kept, so the script resumes.
+Writes ``OUT/NNNN.npz`` with a ``label`` array at cache size, the ``allowed``
+labels (the image-level presence head learns from them) and ``soft``: the
+teacher's probabilities under the same constraint (untagged garments traded to
+the tagged ones, other untagged labels removed, renormalised), uint8 at half the
+cache size, the targets of ``training.train --distill``.  The annotated training
+photos get a file too, their ``allowed`` labels being those their annotation
+has, so that distillation covers every training photo; validation photos get
+none.  Existing files are kept, so the script resumes.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ import numpy as np
 import scipy.io as sio
 
 from clothseg.engine import load_engine
-from clothseg.engine.evaluation import ccp_label_names
+from clothseg.engine.evaluation import ccp_label_names, validation_split
 from clothseg.engine.taxonomy import CCP_TO_FINE, FINE_INDEX, FINE_LABELS
-from training.train import IGNORE
+from training.train import IGNORE, labelled_stems
 
 
 def allowed_labels(tags: list[str]) -> np.ndarray:
@@ -77,6 +82,26 @@ def constrained_labels(probs: np.ndarray, allowed: np.ndarray, min_confidence: f
     return labels
 
 
+def constrained_probabilities(probs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """(K, H, W) probabilities restricted to ``allowed`` and renormalised (all
+    background where the teacher gave the allowed labels nothing)."""
+    inside = to_tagged_garments(probs, allowed) * allowed[:, None, None]
+    mass = inside.sum(0, keepdims=True)
+    background = np.zeros_like(inside)
+    background[FINE_INDEX["background"]] = 1
+    return np.where(mass > 1e-6, inside / np.maximum(mass, 1e-6), background)
+
+
+def soft_target(probs: np.ndarray) -> np.ndarray:
+    """(K, ceil(H/2), ceil(W/2)) uint8 probabilities: half size keeps every
+    training photo's targets in memory (1.4 GB for CCP)."""
+    k, h, w = probs.shape
+    h2, w2 = (h + 1) // 2, (w + 1) // 2
+    even = np.pad(probs, ((0, 0), (0, 2 * h2 - h), (0, 2 * w2 - w)), mode="edge")
+    half = even.reshape(k, h2, 2, w2, 2).mean((2, 4))
+    return np.round(half * 255).astype(np.uint8)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--ccp", type=Path, default=Path("../shared/datasets/ccp"))
@@ -89,24 +114,32 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     engine = load_engine(str(args.teacher), threads=args.threads)
     names = ccp_label_names(args.ccp)
-    tagged = sorted((args.ccp / "annotations" / "image-level").glob("*.mat"))
+    tag_files = sorted((args.ccp / "annotations" / "image-level").glob("*.mat"))
+    # The annotated training photos first: distillation needs them, the pseudo-labels do not.
+    photos = validation_split(labelled_stems(args.cache))[0] + [f.stem for f in tag_files]
     kept = []
-    for i, tag_file in enumerate(tagged, 1):
-        out = args.out / f"{tag_file.stem}.npz"
+    for i, stem in enumerate(photos, 1):
+        out = args.out / f"{stem}.npz"
         if out.exists():
             continue
-        tags = [names[t] for t in sio.loadmat(str(tag_file))["tags"].flatten()]
-        image = np.load(args.cache / f"{tag_file.stem}.npz")["image"]
+        cached = np.load(args.cache / f"{stem}.npz")
+        image = cached["image"]
+        if "label" in cached.files:
+            allowed = np.bincount(cached["label"].ravel(), minlength=256)[:len(FINE_LABELS)] > 0
+        else:
+            tags = [names[t] for t in sio.loadmat(str(args.ccp / "annotations" / "image-level" / f"{stem}.mat"))
+                    ["tags"].flatten()]
+            allowed = allowed_labels(tags)
         probs, _ = engine.fine_probabilities(image, quality=2)
         h, w = image.shape[:2]
         probs = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
-        allowed = allowed_labels(tags)
         label = constrained_labels(probs, allowed, args.min_confidence)
         kept.append(float((label != IGNORE).mean()))
-        np.savez(out.with_suffix(".tmp.npz"), label=label, allowed=allowed)
+        np.savez(out.with_suffix(".tmp.npz"), label=label, allowed=allowed,
+                 soft=soft_target(constrained_probabilities(probs, allowed)))
         out.with_suffix(".tmp.npz").rename(out)
         if i % 100 == 0:
-            print(f"{i}/{len(tagged)} confident pixels {np.mean(kept):.3f}", flush=True)
+            print(f"{i}/{len(photos)} confident pixels {np.mean(kept):.3f}", flush=True)
 
 
 if __name__ == "__main__":

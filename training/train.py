@@ -14,6 +14,12 @@ unannotated photos with pseudo-labels from training/pseudo_label.py: each batch
 holds ``--pseudo-fraction`` of them; an epoch is still one pass over the
 annotated training photos.
 
+``--distill W`` adds knowledge distillation: a cross-entropy, weighted W, against
+the teacher's soft probabilities that training/pseudo_label.py wrote beside the
+pseudo-labels (``soft``; quality 2, so three scales each mirrored), on every
+training photo, annotated or not.  Quality 1 is one pass of the network; the
+targets teach it what the six-pass average says.
+
 The image-level presence head (training/model.py) learns from each crop's own
 labels (present: at least PRESENT_PIXELS pixels; absent: none) and, for the
 pseudo-labelled photos, from CCP's image-level tags (an untagged label is absent).
@@ -71,6 +77,16 @@ def load_cache(cache: Path, stems: list[str], labels_dir: Path | None = None,
     return images, priors, labels
 
 
+def load_soft_targets(folder: Path, stems: list[str]) -> torch.Tensor:
+    """(N, K, PAD_H/2, PAD_W/2) uint8 teacher probabilities (training/pseudo_label.py
+    ``soft``, half the cache size), zero outside the photo."""
+    soft = torch.zeros(len(stems), len(FINE_LABELS), PAD_H // 2, PAD_W // 2, dtype=torch.uint8)
+    for i, stem in enumerate(stems):
+        target = torch.from_numpy(np.load(folder / f"{stem}.npz")["soft"])[:, :PAD_H // 2, :PAD_W // 2]
+        soft[i, :, :target.shape[1], :target.shape[2]] = target
+    return soft
+
+
 def labelled_stems(cache: Path) -> list[str]:
     """The pixel-annotated photos in the cache (those with a ``label`` array), sorted."""
     return sorted(f.stem for f in cache.glob("*.npz") if "label" in np.load(f).files)
@@ -87,9 +103,12 @@ def normalise(rgb: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
     return torch.cat([(rgb - MEAN) / STD, priors], 1)
 
 
-def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor,
-            out_h: int, out_w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random scale/crop/rotation/flip and colour jitter, one affine per sample."""
+def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, out_h: int, out_w: int,
+            soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Random scale/crop/rotation/flip and colour jitter, one affine per sample.
+    Returns the network input, the labels and, if ``soft`` teacher probabilities
+    (any size, they are sampled in normalised coordinates) are given, those under
+    the same affine (all zero outside the photo)."""
     b = images.shape[0]
     rgb = images.float() / 255
     pri = priors.float() / 255
@@ -119,6 +138,8 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor,
     lab = F.grid_sample(labels.float().unsqueeze(1) + 1, grid, mode="nearest", align_corners=False)
     lab = lab.squeeze(1).long() - 1
     lab[lab < 0] = IGNORE
+    if soft is not None:
+        soft = F.grid_sample(soft.float() / 255, grid, mode="bilinear", align_corners=False)
     rgb, pri = x[:, :3], x[:, 3:]
     # Colour jitter: brightness, contrast, saturation, a hue-ish channel mix, gamma.
     bright = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3)
@@ -146,7 +167,9 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor,
         rgb[empty] = flat.clamp(0, 1)
         pri[empty] = 0
         lab[empty] = 0
-    return normalise(rgb, pri), lab
+        if soft is not None:
+            soft[empty] = F.one_hot(torch.tensor(0), soft.shape[1]).float().view(1, -1, 1, 1)
+    return normalise(rgb, pri), lab, soft
 
 
 def class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -228,6 +251,15 @@ def lovasz_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (errors * grad).sum(1).mean()
 
 
+def distillation_loss(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the network against the teacher's probabilities, over
+    the pixels inside the photo (where the warped targets still sum to ~1)."""
+    mass = soft.sum(1)
+    inside = mass > 0.5
+    target = soft / mass.clamp_min(1e-6).unsqueeze(1)
+    return -(target * logits.log_softmax(1)).sum(1)[inside].mean()
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, images: torch.Tensor, priors: torch.Tensor,
              labels: torch.Tensor, height: int) -> dict[str, object]:
@@ -270,7 +302,8 @@ def main() -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--val-every", type=int, default=2)
     p.add_argument("--init", type=Path, help="exported ONNX model to start a new run from")
-    p.add_argument("--pseudo", type=Path, help="folder of pseudo-labels for the unannotated photos")
+    p.add_argument("--pseudo", type=Path, help="folder of training/pseudo_label.py: pseudo-labels for the "
+                   "unannotated photos, soft teacher targets for all training photos")
     p.add_argument("--pseudo-fraction", type=float, default=0.33)
     p.add_argument("--pseudo-balance", default="", help="comma-separated fine labels (e.g. dress,skirt) "
                    "whose photo frequencies the pseudo-labelled picks match to the annotated training photos")
@@ -279,6 +312,8 @@ def main() -> None:
                    "(~1.7x faster on CPUs with AMX; validation and EMA stay float32)")
     p.add_argument("--lovasz", type=float, default=0.0, help="weight of a Lovasz-softmax loss over the eval "
                    "classes (a surrogate of their IoU), added to cross-entropy and Dice")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of a cross-entropy against the "
+                   "teacher's soft probabilities in the --pseudo folder, on every training photo")
     p.add_argument("--presence-weight", type=float, default=0.4, help="weight of the image-level presence loss")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -287,7 +322,8 @@ def main() -> None:
     train_stems, val_stems = validation_split(labelled_stems(args.cache))
     tr_img, tr_pri, tr_lab = load_cache(args.cache, train_stems)
     va_img, va_pri, va_lab = load_cache(args.cache, val_stems)
-    pseudo_stems = sorted(f.stem for f in args.pseudo.glob("*.npz")) if args.pseudo else []
+    # The folder also holds the annotated training photos' soft targets (for --distill).
+    pseudo_stems = sorted({f.stem for f in args.pseudo.glob("*.npz")} - set(train_stems)) if args.pseudo else []
     n_pseudo = round(args.batch * args.pseudo_fraction) if pseudo_stems else 0
     if pseudo_stems:
         ps_img, ps_pri, ps_lab = load_cache(args.cache, pseudo_stems, args.pseudo)
@@ -296,6 +332,8 @@ def main() -> None:
         if args.pseudo_balance:
             tr_present = torch.cat([label_counts(lab[None]) for lab in tr_lab]) > 0  # one at a time: memory
             ps_weights = balancing_weights(tr_present, ps_tags, args.pseudo_balance.split(","))
+    if args.distill:
+        tr_soft, ps_soft = load_soft_targets(args.pseudo, train_stems), load_soft_targets(args.pseudo, pseudo_stems)
     print(f"train {len(train_stems)} val {len(val_stems)} pseudo {len(pseudo_stems)}", flush=True)
 
     last = args.run / "last.pt"
@@ -351,6 +389,7 @@ def main() -> None:
         for it in range(start, steps_per_epoch):
             idx = order[it * n_labelled:(it + 1) * n_labelled]
             img, pri, lab = tr_img[idx], tr_pri[idx], tr_lab[idx]
+            soft = tr_soft[idx] if args.distill else None
             tags = None
             if n_pseudo:
                 pick = torch.multinomial(ps_weights, n_pseudo, replacement=True,
@@ -358,7 +397,9 @@ def main() -> None:
                 img, pri, lab = torch.cat([img, ps_img[pick]]), torch.cat([pri, ps_pri[pick]]), \
                     torch.cat([lab, ps_lab[pick]])
                 tags = ps_tags[pick]
-            x, y = augment(img, pri, lab, args.height, args.width)
+                if soft is not None:
+                    soft = torch.cat([soft, ps_soft[pick]])
+            x, y, soft = augment(img, pri, lab, args.height, args.width, soft)
             counts = label_counts(y)
             possible = counts > 0
             if tags is not None:
@@ -377,6 +418,8 @@ def main() -> None:
                 # pixels would cost more than the rest of the step.
                 oy, ox = random.randrange(3), random.randrange(3)
                 loss = loss + args.lovasz * lovasz_loss(logits[:, :, oy::3, ox::3], y[:, oy::3, ox::3])
+            if soft is not None:
+                loss = loss + args.distill * distillation_loss(logits, soft)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
