@@ -314,6 +314,8 @@ def main() -> None:
                    "classes (a surrogate of their IoU), added to cross-entropy and Dice")
     p.add_argument("--distill", type=float, default=0.0, help="weight of a cross-entropy against the "
                    "teacher's soft probabilities in the --pseudo folder, on every training photo")
+    p.add_argument("--seed", type=int, default=0, help="random seed of a new run (weights, augmentation, "
+                   "photo order): two seeds of one recipe measure its run-to-run spread")
     p.add_argument("--presence-weight", type=float, default=0.4, help="weight of the image-level presence loss")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -338,7 +340,8 @@ def main() -> None:
 
     last = args.run / "last.pt"
     if not last.exists():
-        torch.manual_seed(0)  # a new run's initial weights and calibration batches are reproducible
+        # A new run's initial weights, calibration batches and augmentations are reproducible.
+        torch.manual_seed(args.seed)
     model = build_network(vars(args))
     weights = class_weights(tr_lab)
     n_labelled = args.batch - n_pseudo
@@ -382,7 +385,7 @@ def main() -> None:
     model.train()
     while state["step"] < total_steps:
         epoch = state["step"] // steps_per_epoch
-        g = torch.Generator().manual_seed(1000 + epoch)
+        g = torch.Generator().manual_seed(1000 + epoch + 1_000_003 * args.seed)
         order = torch.randperm(len(train_stems), generator=g)
         start = state["step"] % steps_per_epoch
         t0 = time.time()
