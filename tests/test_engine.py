@@ -136,8 +136,9 @@ def test_bundled_model_card_matches_the_taxonomy() -> None:
 
 
 # -- export and quality ------------------------------------------------------------------
-@pytest.mark.parametrize("context", [False, True], ids=["plain", "context"])
-def test_onnx_export_matches_pytorch(tmp_path: Path, context: bool) -> None:
+@pytest.mark.parametrize("architecture", [{}, {"context": True}, {"encoder": "efficientnet-lite0"}],
+                         ids=["plain", "context", "lite0"])
+def test_onnx_export_matches_pytorch(tmp_path: Path, architecture: dict) -> None:
     torch = pytest.importorskip("torch")
     import onnxruntime as ort
 
@@ -146,7 +147,7 @@ def test_onnx_export_matches_pytorch(tmp_path: Path, context: bool) -> None:
     from training.train import IN_CHANNELS
 
     torch.manual_seed(0)
-    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), context=context).eval()
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **architecture).eval()
     # Non-trivial BatchNorm statistics, as after training.
     for mod in net.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
@@ -154,7 +155,7 @@ def test_onnx_export_matches_pytorch(tmp_path: Path, context: bool) -> None:
             mod.running_var.uniform_(0.5, 2.0)
     with torch.no_grad():  # the image-level prior is active, as after training
         net.presence.scale.weight.uniform_(0.2, 1.0)
-        if context:  # and so is the self-attention
+        if architecture.get("context"):  # and so is the self-attention
             net.context.out.weight.normal_(0, 0.1)
     path = tmp_path / "m.onnx"
     export(net, path, {"labels": list(FINE_LABELS)})

@@ -175,3 +175,54 @@ def test_augmented_soft_targets_stay_aligned_with_the_labels() -> None:
     # The loss is lowest for a network that predicts the targets.
     exact = torch.log(warped.clamp_min(1e-4))
     assert distillation_loss(exact, warped) < distillation_loss(torch.zeros_like(exact), warped)
+
+
+def test_pretrained_encoder_takes_every_imagenet_weight_of_lite0() -> None:
+    """Every layer of EfficientNet-Lite0 but its classifier lands in the encoder,
+    shape for shape, and every encoder parameter comes from the checkpoint."""
+    from training.model import ParsingNet
+    from training.pretrained import _target_name, lite0_state_dict
+    from training.train import IN_CHANNELS
+
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), encoder="efficientnet-lite0")
+    target = net.state_dict()
+    source = lite0_state_dict()
+    mapped = {}
+    for key, value in source.items():
+        name = _target_name(key)
+        if name is not None and not key.endswith("num_batches_tracked"):
+            mapped[name] = key
+            if name != "stem.0.0.weight":  # our stem also takes the pose priors
+                assert target[name].shape == value.shape, key
+    encoder = {k for k in target if k.split(".")[0] in ("stem", "s4", "s8", "s16", "s32")
+               and not k.endswith("num_batches_tracked")}
+    assert set(mapped) == encoder
+    assert not {k for k in source if _target_name(k) is None} - {
+        k for k in source if k.startswith(("_conv_head", "_bn1", "_fc"))}
+
+
+def test_pretrained_stem_computes_lite0_on_our_normalisation() -> None:
+    """Lite0 was trained on RGB in [-1, 1]; our input is ImageNet-normalised RGB plus
+    pose priors.  After loading, the stem gives what Lite0's stem gives on its own
+    input (inside the border, where zero padding means different colours), whatever
+    the priors: they start with zero weights."""
+    import torch.nn.functional as F
+
+    from training.model import ParsingNet
+    from training.pretrained import lite0_state_dict, load_lite0
+    from training.train import IN_CHANNELS, MEAN, STD, normalise
+
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), encoder="efficientnet-lite0").eval()
+    load_lite0(net, MEAN, STD)
+    source = lite0_state_dict()
+    torch.manual_seed(0)
+    rgb = torch.rand(1, 3, 64, 48)
+    priors = torch.rand(1, IN_CHANNELS - 3, 64, 48)
+    lite_input = (rgb * 255 - 127) / 128
+    expected = F.relu6(F.batch_norm(
+        F.conv2d(lite_input, source["_conv_stem.weight"], stride=2, padding=1),
+        source["_bn0.running_mean"], source["_bn0.running_var"], source["_bn0.weight"], source["_bn0.bias"],
+        eps=1e-3))
+    with torch.no_grad():
+        got = net.stem[0](normalise(rgb, priors))
+    torch.testing.assert_close(got[:, :, 1:-1, 1:-1], expected[:, :, 1:-1, 1:-1], atol=1e-4, rtol=1e-4)

@@ -33,13 +33,14 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1,
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1, expand: int = 4, dilation: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, expand: int = 4, dilation: int = 1,
+                 kernel: int = 3):
         super().__init__()
         mid = cin * expand
         self.use_res = stride == 1 and cin == cout
         self.block = nn.Sequential(
             conv_bn(cin, mid, 1) if expand != 1 else nn.Identity(),
-            conv_bn(mid, mid, 3, stride, dilation, groups=mid),
+            conv_bn(mid, mid, kernel, stride, dilation, groups=mid),
             conv_bn(mid, cout, 1, act=False),
         )
 
@@ -48,9 +49,10 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_res else y
 
 
-def stage(cin: int, cout: int, n: int, stride: int, expand: int = 4, dilation: int = 1) -> nn.Sequential:
-    blocks = [InvertedResidual(cin, cout, stride, expand, 1 if stride > 1 else dilation)]
-    blocks += [InvertedResidual(cout, cout, 1, expand, dilation) for _ in range(n - 1)]
+def stage(cin: int, cout: int, n: int, stride: int, expand: int = 4, dilation: int = 1,
+          kernel: int = 3) -> nn.Sequential:
+    blocks = [InvertedResidual(cin, cout, stride, expand, 1 if stride > 1 else dilation, kernel)]
+    blocks += [InvertedResidual(cout, cout, 1, expand, dilation, kernel) for _ in range(n - 1)]
     return nn.Sequential(*blocks)
 
 
@@ -122,7 +124,10 @@ class GlobalContext(nn.Module):
 
 
 class ParsingNet(nn.Module):
-    """``width`` scales every layer; ``expand`` (the inverted residuals' expansion
+    """``encoder`` is ``mobilenetv2`` (our own MobileNetV2-style encoder, trained
+    from scratch) or ``efficientnet-lite0`` (EfficientNet-Lite0's layers, which
+    start from its ImageNet weights: training/pretrained.py).  For our encoder,
+    ``width`` scales every layer; ``expand`` (the inverted residuals' expansion
     in the stride 8 and 16 stages, times 1.5 in the dilated last stage) and
     ``decoder_width`` (the hidden channels inside each decoder fusion) grow the
     network only inside its blocks, so a larger network can start from a smaller
@@ -130,29 +135,48 @@ class ParsingNet(nn.Module):
     self-attention block, which starts as the identity."""
 
     def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, expand: int = 4,
-                 decoder_width: float = 1.0, context: bool = False):
+                 decoder_width: float = 1.0, context: bool = False, encoder: str = "mobilenetv2"):
         super().__init__()
         self.architecture = {"width": width, "expand": expand, "decoder_width": decoder_width,
-                             "context": context}
+                             "context": context, "encoder": encoder}
 
         def c(n: int, scale: float = 1.0) -> int:
             return max(8, int(round(n * width * scale / 8)) * 8)
 
-        self.stem = nn.Sequential(conv_bn(in_channels, c(32), 3, 2), stage(c(32), c(24), 1, 1, expand=1))
-        self.s4 = stage(c(24), c(40), 2, 2)       # 1/4
-        self.s8 = stage(c(40), c(64), 3, 2, expand)       # 1/8
-        self.s16 = nn.Sequential(stage(c(64), c(112), 4, 2, expand),
-                                 stage(c(112), c(160), 3, 1, expand=expand * 3 // 2, dilation=2))
-        self.context = GlobalContext(c(160)) if context else nn.Identity()
-        self.aspp = LiteASPP(c(160), c(128))
-        self.skip8 = conv_bn(c(64), c(48), 1)
+        if encoder == "mobilenetv2":
+            self.stem = nn.Sequential(conv_bn(in_channels, c(32), 3, 2), stage(c(32), c(24), 1, 1, expand=1))
+            self.s4 = stage(c(24), c(40), 2, 2)       # 1/4
+            self.s8 = stage(c(40), c(64), 3, 2, expand)       # 1/8
+            self.s16 = nn.Sequential(stage(c(64), c(112), 4, 2, expand),
+                                     stage(c(112), c(160), 3, 1, expand=expand * 3 // 2, dilation=2))
+            self.s32: nn.Module | None = None
+            channels4, channels8, channels16 = c(40), c(64), c(160)
+        elif encoder == "efficientnet-lite0":
+            # EfficientNet-Lite0's 16 blocks in its own stages; the stride-32 stages
+            # stay at stride 32 (dilating them would cost 4x their FLOPs) and are
+            # upsampled onto the stride-16 features.
+            self.stem = nn.Sequential(conv_bn(in_channels, 32, 3, 2), stage(32, 16, 1, 1, expand=1))
+            self.s4 = stage(16, 24, 2, 2, 6)
+            self.s8 = stage(24, 40, 2, 2, 6, kernel=5)
+            self.s16 = nn.Sequential(stage(40, 80, 3, 2, 6), stage(80, 112, 3, 1, 6, kernel=5))
+            self.s32 = nn.Sequential(stage(112, 192, 4, 2, 6, kernel=5), stage(192, 320, 1, 1, 6))
+            for part in (self.stem, self.s4, self.s8, self.s16, self.s32):
+                for module in part.modules():
+                    if isinstance(module, nn.BatchNorm2d):
+                        module.eps = 1e-3  # EfficientNet's, which its ImageNet weights were trained with
+            channels4, channels8, channels16 = 24, 40, 112 + 320
+        else:
+            raise ValueError(f"unknown encoder {encoder!r}")
+        self.context = GlobalContext(channels16) if context else nn.Identity()
+        self.aspp = LiteASPP(channels16, c(128))
+        self.skip8 = conv_bn(channels8, c(48), 1)
         self.fuse8 = nn.Sequential(SeparableConv(c(128) + c(48), c(96, decoder_width)),
                                    SeparableConv(c(96, decoder_width), c(96)))
-        self.skip4 = conv_bn(c(40), c(32), 1)
+        self.skip4 = conv_bn(channels4, c(32), 1)
         self.fuse4 = nn.Sequential(SeparableConv(c(96) + c(32), c(64, decoder_width)),
                                    SeparableConv(c(64, decoder_width), c(64)))
         self.head = nn.Conv2d(c(64), num_classes, 1)
-        self.presence = ImageLevelPrior(c(160), num_classes)
+        self.presence = ImageLevelPrior(channels16, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.parse(x)[0]
@@ -163,7 +187,11 @@ class ParsingNet(nn.Module):
         f2 = self.stem(x)
         f4 = self.s4(f2)
         f8 = self.s8(f4)
-        f16 = self.context(self.s16(f8))
+        f16 = self.s16(f8)
+        if self.s32 is not None:
+            f32 = F.interpolate(self.s32(f16), size=f16.shape[2:], mode="bilinear", align_corners=False)
+            f16 = torch.cat([f16, f32], 1)
+        f16 = self.context(f16)
         presence, prior = self.presence(f16)
         y = self.aspp(f16)
         y = F.interpolate(y, size=f8.shape[2:], mode="bilinear", align_corners=False)
