@@ -155,6 +155,8 @@ def test_onnx_export_matches_pytorch(tmp_path: Path, architecture: dict) -> None
             mod.running_var.uniform_(0.5, 2.0)
     with torch.no_grad():  # the image-level prior is active, as after training
         net.presence.scale.weight.uniform_(0.2, 1.0)
+        net.presence.scale.weight[0] = 0  # a label whose prior is off
+        net.presence.classify.bias[:2] = -200  # and labels the photo surely lacks
         if architecture.get("context"):  # and so is the self-attention
             net.context.out.weight.normal_(0, 0.1)
     path = tmp_path / "m.onnx"

@@ -92,7 +92,9 @@ class ImageLevelPrior(nn.Module):
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = torch.cat([feats.mean(dim=(2, 3), keepdim=True), feats.amax(dim=(2, 3), keepdim=True)], 1)
         presence = self.classify(pooled)
-        return presence, self.scale(F.logsigmoid(presence))
+        # log(sigmoid(x)) as -softplus(-x): the ONNX exporter writes logsigmoid as
+        # Log(Sigmoid(x)), which is -inf below x = -88 (and 0 * -inf = NaN).
+        return presence, self.scale(-F.softplus(-presence))
 
 
 class GlobalContext(nn.Module):
