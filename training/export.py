@@ -64,7 +64,8 @@ def main() -> None:
         "architecture": net.architecture,
         "training": {k: str(v) if isinstance(v, Path) else v for k, v in ck["args"].items()
                      if k in ("epochs", "height", "width", "model_width", "batch", "lr", "init", "pseudo",
-                              "pseudo_fraction", "warmup_epochs", "presence_weight")},
+                              "pseudo_fraction", "pseudo_balance", "warmup_epochs", "presence_weight", "lovasz",
+                              "distill", "bf16", "seed")},
         "validation_at_training_resolution": ck.get("metrics"),
     }
     export(net, args.out, card)
