@@ -1,5 +1,6 @@
-"""The clothseg parsing network: a MobileNetV2-style encoder with a light ASPP
-and a two-skip decoder, small enough to run in tens of milliseconds on a CPU.
+"""The clothseg parsing network: an inverted-residual encoder (EfficientNet-Lite0
+from ImageNet weights, or our own MobileNetV2-style one) with a light ASPP and a
+two-skip decoder, small enough to run in tens of milliseconds on a CPU.
 
 Input: RGB (normalised) plus the pose prior channels; output: logits over the
 fine taxonomy at the input resolution.  Fully convolutional, so any input size
