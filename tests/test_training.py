@@ -177,19 +177,21 @@ def test_augmented_soft_targets_stay_aligned_with_the_labels() -> None:
     assert distillation_loss(exact, warped) < distillation_loss(torch.zeros_like(exact), warped)
 
 
-def test_pretrained_encoder_takes_every_imagenet_weight_of_lite0() -> None:
-    """Every layer of EfficientNet-Lite0 but its classifier lands in the encoder,
-    shape for shape, and every encoder parameter comes from the checkpoint."""
+@pytest.mark.parametrize("encoder", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+def test_pretrained_encoder_takes_every_imagenet_weight(encoder: str) -> None:
+    """Every layer of the EfficientNet-Lite checkpoint but its classifier lands in
+    the encoder, shape for shape, and every encoder parameter comes from it."""
     from training.model import ParsingNet
-    from training.pretrained import _target_name, lite0_state_dict
+    from training.pretrained import _block_modules, _target_name, lite_state_dict
     from training.train import IN_CHANNELS
 
-    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), encoder="efficientnet-lite0")
+    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), encoder=encoder)
     target = net.state_dict()
-    source = lite0_state_dict()
+    source = lite_state_dict(encoder)
+    blocks = _block_modules(encoder)
     mapped = {}
     for key, value in source.items():
-        name = _target_name(key)
+        name = _target_name(key, blocks)
         if name is not None and not key.endswith("num_batches_tracked"):
             mapped[name] = key
             if name != "stem.0.0.weight":  # our stem also takes the pose priors
@@ -197,7 +199,7 @@ def test_pretrained_encoder_takes_every_imagenet_weight_of_lite0() -> None:
     encoder = {k for k in target if k.split(".")[0] in ("stem", "s4", "s8", "s16", "s32")
                and not k.endswith("num_batches_tracked")}
     assert set(mapped) == encoder
-    assert not {k for k in source if _target_name(k) is None} - {
+    assert not {k for k in source if _target_name(k, blocks) is None} - {
         k for k in source if k.startswith(("_conv_head", "_bn1", "_fc"))}
 
 
@@ -209,12 +211,12 @@ def test_pretrained_stem_computes_lite0_on_our_normalisation() -> None:
     import torch.nn.functional as F
 
     from training.model import ParsingNet
-    from training.pretrained import lite0_state_dict, load_lite0
+    from training.pretrained import lite_state_dict, load_lite
     from training.train import IN_CHANNELS, MEAN, STD, normalise
 
     net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), encoder="efficientnet-lite0").eval()
-    load_lite0(net, MEAN, STD)
-    source = lite0_state_dict()
+    load_lite(net, MEAN, STD)
+    source = lite_state_dict("efficientnet-lite0")
     torch.manual_seed(0)
     rgb = torch.rand(1, 3, 64, 48)
     priors = torch.rand(1, IN_CHANNELS - 3, 64, 48)

@@ -1,4 +1,4 @@
-"""The clothseg parsing network: an inverted-residual encoder (EfficientNet-Lite0
+"""The clothseg parsing network: an inverted-residual encoder (EfficientNet-Lite
 from ImageNet weights, or our own MobileNetV2-style one) with a light ASPP and a
 two-skip decoder, small enough to run in tens of milliseconds on a CPU.
 
@@ -126,9 +126,18 @@ class GlobalContext(nn.Module):
         return x + self.out(y)
 
 
+# EfficientNet-Lite variants: channels of the stem and of the seven stages, and
+# the stages' block counts (Lite1 is deeper than Lite0, Lite2 also wider).
+LITE_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "efficientnet-lite0": ((32, 16, 24, 40, 80, 112, 192, 320), (1, 2, 2, 3, 3, 4, 1)),
+    "efficientnet-lite1": ((32, 16, 24, 40, 80, 112, 192, 320), (1, 3, 3, 4, 4, 5, 1)),
+    "efficientnet-lite2": ((32, 16, 24, 48, 88, 120, 208, 352), (1, 3, 3, 4, 4, 5, 1)),
+}
+
+
 class ParsingNet(nn.Module):
     """``encoder`` is ``mobilenetv2`` (our own MobileNetV2-style encoder, trained
-    from scratch) or ``efficientnet-lite0`` (EfficientNet-Lite0's layers, which
+    from scratch) or one of ``LITE_VARIANTS`` (EfficientNet-Lite's layers, which
     start from its ImageNet weights: training/pretrained.py).  For our encoder,
     ``width`` scales every layer; ``expand`` (the inverted residuals' expansion
     in the stride 8 and 16 stages, times 1.5 in the dilated last stage) and
@@ -154,20 +163,21 @@ class ParsingNet(nn.Module):
                                      stage(c(112), c(160), 3, 1, expand=expand * 3 // 2, dilation=2))
             self.s32: nn.Module | None = None
             channels4, channels8, channels16 = c(40), c(64), c(160)
-        elif encoder == "efficientnet-lite0":
-            # EfficientNet-Lite0's 16 blocks in its own stages; the stride-32 stages
-            # stay at stride 32 (dilating them would cost 4x their FLOPs) and are
+        elif encoder in LITE_VARIANTS:
+            # EfficientNet-Lite's blocks in its own stages; the stride-32 stages stay
+            # at stride 32 (dilating them would cost 4x their FLOPs) and are
             # upsampled onto the stride-16 features.
-            self.stem = nn.Sequential(conv_bn(in_channels, 32, 3, 2), stage(32, 16, 1, 1, expand=1))
-            self.s4 = stage(16, 24, 2, 2, 6)
-            self.s8 = stage(24, 40, 2, 2, 6, kernel=5)
-            self.s16 = nn.Sequential(stage(40, 80, 3, 2, 6), stage(80, 112, 3, 1, 6, kernel=5))
-            self.s32 = nn.Sequential(stage(112, 192, 4, 2, 6, kernel=5), stage(192, 320, 1, 1, 6))
+            w, n = LITE_VARIANTS[encoder]
+            self.stem = nn.Sequential(conv_bn(in_channels, w[0], 3, 2), stage(w[0], w[1], n[0], 1, expand=1))
+            self.s4 = stage(w[1], w[2], n[1], 2, 6)
+            self.s8 = stage(w[2], w[3], n[2], 2, 6, kernel=5)
+            self.s16 = nn.Sequential(stage(w[3], w[4], n[3], 2, 6), stage(w[4], w[5], n[4], 1, 6, kernel=5))
+            self.s32 = nn.Sequential(stage(w[5], w[6], n[5], 2, 6, kernel=5), stage(w[6], w[7], n[6], 1, 6))
             for part in (self.stem, self.s4, self.s8, self.s16, self.s32):
                 for module in part.modules():
                     if isinstance(module, nn.BatchNorm2d):
                         module.eps = 1e-3  # EfficientNet's, which its ImageNet weights were trained with
-            channels4, channels8, channels16 = 24, 40, 112 + 320
+            channels4, channels8, channels16 = w[2], w[3], w[5] + w[7]
         else:
             raise ValueError(f"unknown encoder {encoder!r}")
         self.context = GlobalContext(channels16) if context else nn.Identity()

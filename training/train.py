@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from clothseg.engine.evaluation import EvalResult, eval_membership, fine_to_eval_lut, validation_split
 from clothseg.engine.priors import PRIOR_CHANNELS
 from clothseg.engine.taxonomy import EVAL_CLASSES, FINE_INDEX, FINE_LABELS
-from training.model import ParsingNet
-from training.pretrained import load_lite0
+from training.model import LITE_VARIANTS, ParsingNet
+from training.pretrained import load_lite
 from training.warmstart import calibrate_batchnorm, load_exported
 
 IGNORE = 255
@@ -299,9 +299,9 @@ def main() -> None:
     p.add_argument("--decoder-width", type=float, default=1.0, help="hidden width of the decoder fusions")
     p.add_argument("--context", action="store_true", help="self-attention over the deepest features "
                    "(starts as the identity, so a warm start keeps the exported function)")
-    p.add_argument("--encoder", default="mobilenetv2", choices=["mobilenetv2", "efficientnet-lite0"],
-                   help="mobilenetv2: ours, from scratch; efficientnet-lite0: from its ImageNet weights "
-                   "(training/pretrained.py)")
+    p.add_argument("--encoder", default="mobilenetv2", choices=["mobilenetv2", *LITE_VARIANTS],
+                   help="mobilenetv2: ours, from scratch; efficientnet-lite0/1/2: from their ImageNet "
+                   "weights (training/pretrained.py)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--val-every", type=int, default=2)
@@ -358,9 +358,9 @@ def main() -> None:
                                             tr_lab[i:i + args.batch], args.height, args.width)[0]
                                     for i in range(0, 8 * args.batch, args.batch)))
         print(f"initialised from {args.init}", flush=True)
-    elif args.encoder == "efficientnet-lite0" and not last.exists():
-        load_lite0(model, MEAN, STD)
-        print("encoder initialised from EfficientNet-Lite0's ImageNet weights", flush=True)
+    elif args.encoder in LITE_VARIANTS and not last.exists():
+        load_lite(model, MEAN, STD)
+        print(f"encoder initialised from {args.encoder}'s ImageNet weights", flush=True)
     if args.bf16:
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval()
