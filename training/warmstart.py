@@ -90,7 +90,10 @@ def load_exported(net: nn.Module, model_path: Path, new_modules: tuple[str, ...]
         if node.op_type != "Conv":
             continue
         path = _conv_module_path(node.name)
-        conv = net.get_submodule(path)
+        try:
+            conv = net.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"{path}: in the model, not in this network (another encoder?)") from None
         weight = torch.from_numpy(arrays[node.input[1]].copy())
         bias = torch.from_numpy(arrays[node.input[2]].copy()) if len(node.input) > 2 else None
         if any(here < there for here, there in zip(conv.weight.shape, weight.shape, strict=True)) or (
