@@ -385,7 +385,8 @@ def main() -> None:
     def save() -> None:
         tmp = last.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                    "state": state, "rng": torch.get_rng_state(), "args": vars(args)}, tmp)
+                    "state": state, "rng": torch.get_rng_state(), "args": vars(args),
+                    "metrics": state.get("metrics")}, tmp)  # the last validation, for the model card
         tmp.replace(last)
 
     last_save = time.time()
@@ -451,6 +452,7 @@ def main() -> None:
             with open(args.run / "log.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
             print(json.dumps(metrics), flush=True)
+            state["metrics"] = metrics
             if metrics["miou"] > state["best"]:
                 state["best"] = metrics["miou"]
                 torch.save({"ema": ema.state_dict(), "metrics": metrics, "args": vars(args)},
