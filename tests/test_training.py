@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -228,3 +231,43 @@ def test_pretrained_stem_computes_lite0_on_our_normalisation() -> None:
     with torch.no_grad():
         got = net.stem[0](normalise(rgb, priors))
     torch.testing.assert_close(got[:, :, 1:-1, 1:-1], expected[:, :, 1:-1, 1:-1], atol=1e-4, rtol=1e-4)
+
+
+def _synthetic_cache(folder: Path, photos: int) -> None:
+    """A training cache in training/prepare.py's format: a figure (hair, face,
+    upper, pants, shoes) on a plain background, shifted a little per photo."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for n in range(photos):
+        label = np.zeros((512, 200), np.uint8)
+        x = 40 + 3 * n
+        for name, (top, bottom) in {"hair": (40, 80), "face": (80, 130), "upper": (130, 280),
+                                    "pants": (280, 450), "shoes": (450, 490)}.items():
+            label[top:bottom, x:x + 100] = FINE_INDEX[name]
+        image = (rng.integers(0, 30, (512, 200, 3)) + 12 * label[..., None]).astype(np.uint8)
+        np.savez(folder / f"{n + 1:04d}.npz", image=image, priors=np.zeros((9, 512, 200), np.uint8), label=label)
+
+
+def test_training_resumes_and_the_export_records_the_last_validation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from training import export, train
+
+    cache, run, model = tmp_path / "cache", tmp_path / "run", tmp_path / "model.onnx"
+    _synthetic_cache(cache, 20)  # every 9th is validation: 17 training photos, 3 validation
+    command = ["train", "--cache", str(cache), "--run", str(run), "--batch", "4", "--height", "128",
+               "--width", "96", "--val-every", "1", "--warmup-epochs", "0"]
+    monkeypatch.setattr("sys.argv", [*command, "--epochs", "1"])
+    train.main()
+    assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] == 4  # 17 // 4 batches
+
+    monkeypatch.setattr("sys.argv", [*command, "--epochs", "2"])  # the same run, one epoch longer
+    train.main()
+    assert "resumed at step 4" in capsys.readouterr().out
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [0, 1]
+
+    monkeypatch.setattr("sys.argv", ["export", "--checkpoint", str(run / "last.pt"), "--out", str(model)])
+    export.main()
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["validation_at_training_resolution"] == log[-1]
+    assert card["training"]["epochs"] == 2
