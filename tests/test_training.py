@@ -235,7 +235,7 @@ def test_pretrained_stem_computes_lite0_on_our_normalisation() -> None:
 
 def _synthetic_cache(folder: Path, photos: int) -> None:
     """A training cache in training/prepare.py's format: a figure (hair, face,
-    upper, pants, shoes) on a plain background, shifted a little per photo."""
+    upper, pants, shoes) on a noisy background, shifted a little per photo."""
     rng = np.random.default_rng(0)
     folder.mkdir()
     for n in range(photos):
