@@ -30,6 +30,17 @@ def table(results: dict[int, EvalResult]) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def interval_table(results: dict[int, EvalResult]) -> str:
+    head = "| quality | mIoU | " + " | ".join(EVAL_CLASSES) + " |"
+    rule = "|" + "---|" * (2 + len(EVAL_CLASSES))
+    rows = []
+    for q, r in results.items():
+        spans = r.intervals()
+        rows.append(f"| {q} | " + " | ".join(f"{spans[c][0]:.2f}-{spans[c][1]:.2f}" for c in ("miou", *EVAL_CLASSES))
+                    + " |")
+    return "\n".join([head, rule, *rows])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--ccp", type=Path, default=Path("../shared/datasets/ccp"))
@@ -52,6 +63,11 @@ def main() -> None:
         "(all of it: `python -m training.report`):",
         "",
         table(results),
+        "",
+        "95% intervals of the same figures (percentile bootstrap over the photos, 2,000 draws, "
+        "`EvalResult.intervals`): the range another draw of validation photos could give.",
+        "",
+        interval_table(results),
         END,
     ])
     doc = args.doc.read_text()

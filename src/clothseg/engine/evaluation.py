@@ -4,7 +4,7 @@ label_list.mat) over the nine eval classes of taxonomy.EVAL_CLASSES."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -85,19 +85,46 @@ class EvalResult:
     miou: float
     pixel_accuracy: float
     iou: dict[str, float]
+    # (images, K, K) confusion of each photo, when the result was built from them.
+    per_image: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_confusion(cls, conf: np.ndarray, images: int) -> EvalResult:
         """Scores from a (ground truth x prediction) confusion matrix over EVAL_CLASSES."""
-        inter = np.diag(conf).astype(np.float64)
-        union = conf.sum(0) + conf.sum(1) - inter
-        iou = inter / np.maximum(union, 1)
+        iou = _iou(conf)
+        inter = np.diag(conf)
         return cls(images, float(iou.mean()), float(inter.sum() / max(conf.sum(), 1)),
                    {n: round(float(v), 4) for n, v in zip(EVAL_CLASSES, iou, strict=True)})
+
+    @classmethod
+    def from_photos(cls, per_image: np.ndarray) -> EvalResult:
+        """Scores from one confusion matrix per photo, kept for ``intervals``."""
+        result = cls.from_confusion(per_image.sum(0), len(per_image))
+        result.per_image = per_image
+        return result
+
+    def intervals(self, rounds: int = 2000, seed: int = 0) -> dict[str, tuple[float, float]]:
+        """95% percentile-bootstrap intervals of mIoU and of each class's IoU,
+        resampling photos: how far the figures could move on another draw of
+        validation photos (a class seen in few photos moves most)."""
+        if self.per_image is None:
+            raise ValueError("intervals need the per-photo confusions (EvalResult.from_photos)")
+        rng = np.random.default_rng(seed)
+        n = len(self.per_image)
+        draws = np.array([_iou(self.per_image[rng.integers(0, n, n)].sum(0)) for _ in range(rounds)])
+        scores = np.column_stack([draws.mean(1), draws])
+        low, high = np.percentile(scores, [2.5, 97.5], axis=0)
+        return {name: (round(float(lo), 4), round(float(hi), 4))
+                for name, lo, hi in zip(("miou", *EVAL_CLASSES), low, high, strict=True)}
 
     def as_dict(self) -> dict[str, object]:
         return {"images": self.images, "miou": round(self.miou, 4),
                 "pixel_accuracy": round(self.pixel_accuracy, 4), "iou": self.iou}
+
+
+def _iou(conf: np.ndarray) -> np.ndarray:
+    inter = np.diag(conf).astype(np.float64)
+    return inter / np.maximum(conf.sum(0) + conf.sum(1) - inter, 1)
 
 
 def predict_eval_classes(engine: Engine, rgb: np.ndarray, quality: int, detail_mode: int = 1) -> np.ndarray:
@@ -111,10 +138,10 @@ def predict_eval_classes(engine: Engine, rgb: np.ndarray, quality: int, detail_m
 def evaluate(engine: Engine, ccp: Path, stems: list[str], quality: int = 1) -> EvalResult:
     lut = ccp_to_eval_lut(ccp_label_names(ccp))
     k = len(EVAL_CLASSES)
-    conf = np.zeros((k, k), np.int64)
-    for _, rgb, gt in iter_ccp(ccp, stems):
+    per_image = np.zeros((len(stems), k, k), np.int64)
+    for i, (_, rgb, gt) in enumerate(iter_ccp(ccp, stems)):
         pred = predict_eval_classes(engine, rgb, quality)
         g = lut[gt]
         valid = g != IGNORE
-        conf += np.bincount(g[valid].astype(np.int64) * k + pred[valid], minlength=k * k).reshape(k, k)
-    return EvalResult.from_confusion(conf, len(stems))
+        per_image[i] = np.bincount(g[valid].astype(np.int64) * k + pred[valid], minlength=k * k).reshape(k, k)
+    return EvalResult.from_photos(per_image)
