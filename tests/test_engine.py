@@ -13,7 +13,7 @@ from conftest import CCP, PHOTO
 from PIL import Image
 
 from clothseg.engine import Engine, SegmentOptions, load_engine
-from clothseg.engine.evaluation import annotated_stems, ccp_label_names, evaluate
+from clothseg.engine.evaluation import EvalResult, annotated_stems, ccp_label_names, evaluate
 from clothseg.engine.onnx_backend import DEFAULT_MODEL
 from clothseg.engine.taxonomy import (
     API_CLASS_MEMBERS,
@@ -22,6 +22,7 @@ from clothseg.engine.taxonomy import (
     CCP_TO_FINE,
     CLASS_TYPES,
     CLOTHING_CATEGORIES,
+    EVAL_CLASSES,
     EVAL_MEMBERS,
     FINE_LABELS,
 )
@@ -240,6 +241,49 @@ def test_model_soup_lifts_a_model_of_an_older_architecture(tmp_path: Path) -> No
     assert not np.allclose(soup, run(paths[1]), atol=1e-3)
 
 
+def test_ensemble_averages_its_members_in_half_their_size(tmp_path: Path) -> None:
+    """training.ensemble: one file whose output is the mean of its members' probabilities, its
+    weights stored as float16 (half the bytes), and each member can still be warm-started from."""
+    torch = pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from training.ensemble import join_models
+    from training.export import export
+    from training.model import ParsingNet
+    from training.train import IN_CHANNELS
+    from training.warmstart import load_exported
+
+    nets, paths = [], []
+    for seed, expand in ((0, 4), (1, 4), (2, 6)):
+        torch.manual_seed(seed)
+        nets.append(ParsingNet(IN_CHANNELS, len(FINE_LABELS), expand=expand).eval())
+        paths.append(tmp_path / f"m{seed}.onnx")
+        export(nets[-1], paths[-1], {"labels": list(FINE_LABELS), "architecture": nets[-1].architecture,
+                                     "parameters": 10 + seed, "training": {"seed": seed}})
+    joined = tmp_path / "ensemble.onnx"
+    join_models(paths[:2], joined)
+    x = torch.rand(1, IN_CHANNELS, 128, 96) * 2 - 1
+
+    def run(path: Path) -> np.ndarray:
+        return ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+
+    members = [run(path) for path in paths[:2]]
+    assert not np.allclose(members[0], members[1], atol=1e-2)
+    np.testing.assert_allclose(run(joined), (members[0] + members[1]) / 2, atol=2e-3)  # float16 weights
+    assert joined.stat().st_size < 0.55 * (paths[0].stat().st_size + paths[1].stat().st_size)
+    card = json.loads(joined.with_suffix(".json").read_text())
+    assert card["parameters"] == 21 and [m["training"] for m in card["ensemble"]] == [{"seed": 0}, {"seed": 1}]
+    for member in (0, 1):
+        net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **nets[member].architecture).eval()
+        load_exported(net, joined, member=member)
+        with torch.no_grad():
+            np.testing.assert_allclose(net(x).softmax(1).numpy(), members[member], atol=2e-3)
+    with pytest.raises(ValueError, match="one architecture"):
+        join_models([paths[0], paths[2]], tmp_path / "bad.onnx")
+    with pytest.raises(ValueError, match="no member 1"):
+        load_exported(nets[0], paths[0], member=1)
+
+
 @pytest.mark.parametrize("widen", [False, True, "context"], ids=["same", "widened", "context"])
 def test_warm_start_reproduces_the_bundled_model(widen: bool | str) -> None:
     """Training resumes from the committed ONNX model (checkpoints do not outlive a
@@ -300,6 +344,25 @@ def test_quality_floor_on_validation_photos(engine: Engine) -> None:
     assert result.images == 4
     assert result.miou > 0.4, result
     assert result.iou["background"] > 0.9 and result.iou["tops"] > 0.4
+
+
+def test_validation_intervals_bracket_the_figures_and_widen_with_disagreeing_photos() -> None:
+    """The report's 95% intervals: they contain the measured IoU, are reproducible, collapse when
+    every photo scores alike and are wide for a class that only some photos get right."""
+    k = len(EVAL_CLASSES)
+    right = np.diag(np.full(k, 100)).astype(np.int64)
+    wrong = right.copy()
+    dress = EVAL_CLASSES.index("dress")
+    wrong[dress, dress], wrong[dress, EVAL_CLASSES.index("tops")] = 0, 100  # dress taken for a top
+    alike = EvalResult.from_photos(np.stack([right] * 10))
+    assert alike.intervals()["dress"] == (1.0, 1.0) and alike.intervals()["miou"] == (1.0, 1.0)
+    mixed = EvalResult.from_photos(np.stack([right] * 6 + [wrong] * 4))
+    low, high = mixed.intervals()["dress"]
+    assert low < mixed.iou["dress"] < high and high - low > 0.3
+    assert mixed.intervals()["hair"] == (1.0, 1.0)
+    assert mixed.intervals() == mixed.intervals(seed=0)
+    with pytest.raises(ValueError, match="per-photo"):
+        EvalResult.from_confusion(right, 1).intervals()
 
 
 def test_pose_of_a_large_photo_matches_the_photo_at_training_scale(rgb: np.ndarray) -> None:

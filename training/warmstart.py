@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
@@ -34,6 +35,11 @@ def exported_architecture(model_path: Path) -> dict[str, float | bool]:
     defaults = {name: parameter.default for name, parameter in inspect.signature(ParsingNet).parameters.items()
                 if parameter.default is not inspect.Parameter.empty}
     return defaults | json.loads(model_path.with_suffix(".json").read_text()).get("architecture", {})
+
+
+def member_prefix(member: int) -> str:
+    """Prefix of every name of one member of an ensemble file (training/ensemble.py)."""
+    return f"member{member}:"
 
 
 def _conv_module_path(node_name: str) -> str:
@@ -72,24 +78,32 @@ def _copy_widened(target: torch.Tensor, source: torch.Tensor) -> None:
 
 @torch.no_grad()
 def load_exported(net: nn.Module, model_path: Path, new_modules: tuple[str, ...] = (),
-                  widen: bool = False) -> None:
+                  widen: bool = False, member: int = 0) -> None:
     """Copy the folded weights of ``model_path`` into ``net`` (same architecture).
     BatchNorms become identity + folded bias: exact in eval mode.  Convolutions
     under ``new_modules`` may be missing from the model (they keep their
     initialisation, which must leave the function unchanged).  With ``widen``,
     ``net`` may have more channels inside its blocks (ParsingNet's ``expand`` and
     ``decoder_width``): the model's channels come first, the new ones last, and the
-    function is still exactly the model's."""
+    function is still exactly the model's.  From an ensemble file, ``member``
+    says which of its networks to load."""
     graph = onnx.load(str(model_path)).graph
+    ensemble = "ensemble" in json.loads(model_path.with_suffix(".json").read_text())
+    if member and not ensemble:
+        raise ValueError(f"{model_path} is a single network, it has no member {member}")
+    prefix = member_prefix(member) if ensemble else ""
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # An ensemble stores float16 weights, each cast back to float32 by a Cast node.
+    arrays |= {node.output[0]: arrays[node.input[0]].astype(np.float32) for node in graph.node
+               if node.op_type == "Cast" and node.input[0] in arrays}
     # The exporter shares equal tensors (e.g. all-zero biases) through Identity nodes.
     arrays |= {node.output[0]: arrays[node.input[0]] for node in graph.node
                if node.op_type == "Identity" and node.input[0] in arrays}
     loaded = set()
     for node in graph.node:
-        if node.op_type != "Conv":
+        if node.op_type != "Conv" or not node.name.startswith(prefix):
             continue
-        path = _conv_module_path(node.name)
+        path = _conv_module_path(node.name.removeprefix(prefix))
         try:
             conv = net.get_submodule(path)
         except AttributeError:
