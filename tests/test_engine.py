@@ -303,16 +303,24 @@ def test_warm_start_reproduces_the_bundled_model(widen: bool | str) -> None:
                         "decoder_width": 2 * architecture["decoder_width"]}
     if widen == "context":
         architecture = {**architecture, "context": True}
-    net = ParsingNet(IN_CHANNELS, len(FINE_LABELS), **architecture).eval()
-    load_exported(net, DEFAULT_MODEL, new_modules=("context",), widen=widen is True)
+    # A bundled ensemble (training.ensemble) is the mean of its members, each loaded on its own.
+    members = len(json.loads(DEFAULT_MODEL.with_suffix(".json").read_text()).get("ensemble", [None]))
+    nets = [ParsingNet(IN_CHANNELS, len(FINE_LABELS), **architecture).eval() for _ in range(members)]
+    for member, net in enumerate(nets):
+        load_exported(net, DEFAULT_MODEL, new_modules=("context",), widen=widen is True, member=member)
     torch.manual_seed(0)
     x = torch.rand(1, IN_CHANNELS, 256, 160) * 2 - 1
     expected = ort.InferenceSession(str(DEFAULT_MODEL)).run(None, {"input": x.numpy()})[0]
+
+    def mean_probabilities() -> np.ndarray:
+        return np.mean([net(x).softmax(1).numpy() for net in nets], axis=0)
+
     with torch.no_grad():
-        np.testing.assert_allclose(net(x).softmax(1).numpy(), expected, atol=1e-4)
-        calibrate_batchnorm(net, [torch.rand(4, IN_CHANNELS, 256, 160) * 2 - 1])
-        np.testing.assert_allclose(net(x).softmax(1).numpy(), expected, atol=1e-4)
-        bn = net.stem[0][1]
+        np.testing.assert_allclose(mean_probabilities(), expected, atol=1e-4)
+        for net in nets:
+            calibrate_batchnorm(net, [torch.rand(4, IN_CHANNELS, 256, 160) * 2 - 1])
+        np.testing.assert_allclose(mean_probabilities(), expected, atol=1e-4)
+        bn = nets[0].stem[0][1]
         assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
 
 
