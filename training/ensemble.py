@@ -1,7 +1,7 @@
 """Join exported models of one architecture into one ONNX file that averages
 their probabilities (an ensemble), with the weights stored as float16.
 
-    python -m training.ensemble OUT.onnx A.onnx B.onnx [...]
+    python -m training.soup --ensemble OUT.onnx A.onnx B.onnx [...]
 
 Independently trained runs (different seeds) err on different photos, above all
 in the outfit-level decisions (dress or top + skirt, dress or long coat), so
@@ -19,7 +19,6 @@ loads the model: inference runs in float32, on weights rounded to float16.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -96,15 +95,3 @@ def join_models(sources: list[Path], out: Path) -> None:
                                                  if k in c}} for path, c in zip(sources, cards, strict=True)]
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
 
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("out", type=Path)
-    p.add_argument("sources", type=Path, nargs="+")
-    args = p.parse_args()
-    join_models(args.sources, args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB), the ensemble of {len(args.sources)} models")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
 """Average the weights of exported models of one architecture ("model soup").
 
     python -m training.soup OUT.onnx TEACHER.onnx STUDENT.onnx [...]
+    python -m training.soup --ensemble OUT.onnx A.onnx B.onnx [...]   # training/ensemble.py
 
 A warm-started run fine-tunes the exported model it started from, so both sit
 in the same basin of the loss and their weights can be averaged: the average
@@ -27,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from training.ensemble import join_models
 from training.warmstart import exported_architecture
 
 
@@ -76,9 +78,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("out", type=Path)
     p.add_argument("sources", type=Path, nargs="+")
+    p.add_argument("--ensemble", action="store_true", help="average the models' probabilities instead of their "
+                   "weights (training/ensemble.py), for runs that cannot be souped (different seeds)")
     args = p.parse_args()
-    average_models(args.sources, args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB), the mean of {len(args.sources)} models")
+    (join_models if args.ensemble else average_models)(args.sources, args.out)
+    what = "ensemble" if args.ensemble else "mean"
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB), the {what} of {len(args.sources)} models")
 
 
 if __name__ == "__main__":
