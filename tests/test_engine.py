@@ -282,6 +282,15 @@ def test_ensemble_averages_its_members_in_half_their_size(tmp_path: Path) -> Non
         join_models([paths[0], paths[2]], tmp_path / "bad.onnx")
     with pytest.raises(ValueError, match="no member 1"):
         load_exported(nets[0], paths[0], member=1)
+    with pytest.raises(ValueError, match="name a member"):
+        load_exported(nets[0], joined)
+
+
+def bundled_members() -> list[int | None]:
+    """The ``member`` arguments that load the bundled model: None for one network, each
+    member of an ensemble (training.ensemble) in turn."""
+    ensemble = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text()).get("ensemble")
+    return [None] if ensemble is None else list(range(len(ensemble)))
 
 
 @pytest.mark.parametrize("widen", [False, True, "context"], ids=["same", "widened", "context"])
@@ -303,10 +312,9 @@ def test_warm_start_reproduces_the_bundled_model(widen: bool | str) -> None:
                         "decoder_width": 2 * architecture["decoder_width"]}
     if widen == "context":
         architecture = {**architecture, "context": True}
-    # A bundled ensemble (training.ensemble) is the mean of its members, each loaded on its own.
-    members = len(json.loads(DEFAULT_MODEL.with_suffix(".json").read_text()).get("ensemble", [None]))
-    nets = [ParsingNet(IN_CHANNELS, len(FINE_LABELS), **architecture).eval() for _ in range(members)]
-    for member, net in enumerate(nets):
+    members = bundled_members()
+    nets = [ParsingNet(IN_CHANNELS, len(FINE_LABELS), **architecture).eval() for _ in members]
+    for member, net in zip(members, nets, strict=True):
         load_exported(net, DEFAULT_MODEL, new_modules=("context",), widen=widen is True, member=member)
     torch.manual_seed(0)
     x = torch.rand(1, IN_CHANNELS, 256, 160) * 2 - 1
@@ -333,17 +341,18 @@ def test_warm_start_refuses_a_network_it_cannot_hold() -> None:
     from training.warmstart import exported_architecture, load_exported
 
     architecture = exported_architecture(DEFAULT_MODEL)
+    member = bundled_members()[0]
     width = architecture["decoder_width"]
     other = "efficientnet-lite0" if architecture["encoder"] != "efficientnet-lite0" else "efficientnet-lite2"
     with pytest.raises(ValueError, match="shape"):
         load_exported(ParsingNet(IN_CHANNELS, len(FINE_LABELS), **{**architecture, "decoder_width": 2 * width}),
-                      DEFAULT_MODEL)
+                      DEFAULT_MODEL, member=member)
     with pytest.raises(ValueError, match="shape"):
         load_exported(ParsingNet(IN_CHANNELS, len(FINE_LABELS), **{**architecture, "decoder_width": width / 2}),
-                      DEFAULT_MODEL, widen=True)
+                      DEFAULT_MODEL, widen=True, member=member)
     with pytest.raises(ValueError, match="shape|not in this network"):
         load_exported(ParsingNet(IN_CHANNELS, len(FINE_LABELS), **{**architecture, "encoder": other}),
-                      DEFAULT_MODEL, widen=True)
+                      DEFAULT_MODEL, widen=True, member=member)
 
 
 def test_quality_floor_on_validation_photos(engine: Engine) -> None:

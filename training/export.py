@@ -65,7 +65,7 @@ def main() -> None:
         "training": {k: str(v) if isinstance(v, Path) else v for k, v in ck["args"].items()
                      if k in ("epochs", "height", "width", "model_width", "batch", "lr", "init", "pseudo",
                               "pseudo_fraction", "pseudo_balance", "warmup_epochs", "presence_weight", "lovasz",
-                              "distill", "bf16", "seed")},
+                              "distill", "bf16", "seed", "init_member")},
         "validation_at_training_resolution": ck.get("metrics"),
     }
     export(net, args.out, card)

@@ -306,6 +306,7 @@ def main() -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--val-every", type=int, default=2)
     p.add_argument("--init", type=Path, help="exported ONNX model to start a new run from")
+    p.add_argument("--init-member", type=int, help="which network of an --init ensemble (training/ensemble.py)")
     p.add_argument("--pseudo", type=Path, help="folder of training/pseudo_label.py: pseudo-labels for the "
                    "unannotated photos, soft teacher targets for all training photos")
     p.add_argument("--pseudo-fraction", type=float, default=0.33)
@@ -353,7 +354,7 @@ def main() -> None:
     total_steps = args.epochs * steps_per_epoch
     warmup = round(args.warmup_epochs * steps_per_epoch)
     if args.init and not last.exists():
-        load_exported(model, args.init, new_modules=("presence", "context"), widen=True)
+        load_exported(model, args.init, new_modules=("presence", "context"), widen=True, member=args.init_member)
         calibrate_batchnorm(model, (augment(tr_img[i:i + args.batch], tr_pri[i:i + args.batch],
                                             tr_lab[i:i + args.batch], args.height, args.width)[0]
                                     for i in range(0, 8 * args.batch, args.batch)))

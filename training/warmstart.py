@@ -78,20 +78,23 @@ def _copy_widened(target: torch.Tensor, source: torch.Tensor) -> None:
 
 @torch.no_grad()
 def load_exported(net: nn.Module, model_path: Path, new_modules: tuple[str, ...] = (),
-                  widen: bool = False, member: int = 0) -> None:
+                  widen: bool = False, member: int | None = None) -> None:
     """Copy the folded weights of ``model_path`` into ``net`` (same architecture).
     BatchNorms become identity + folded bias: exact in eval mode.  Convolutions
     under ``new_modules`` may be missing from the model (they keep their
     initialisation, which must leave the function unchanged).  With ``widen``,
     ``net`` may have more channels inside its blocks (ParsingNet's ``expand`` and
     ``decoder_width``): the model's channels come first, the new ones last, and the
-    function is still exactly the model's.  From an ensemble file, ``member``
-    says which of its networks to load."""
+    function is still exactly the model's.  From an ensemble file
+    (training/ensemble.py), ``member`` names which of its networks to load."""
     graph = onnx.load(str(model_path)).graph
-    ensemble = "ensemble" in json.loads(model_path.with_suffix(".json").read_text())
-    if member and not ensemble:
+    members = json.loads(model_path.with_suffix(".json").read_text()).get("ensemble")
+    if members is None and member is not None:
         raise ValueError(f"{model_path} is a single network, it has no member {member}")
-    prefix = member_prefix(member) if ensemble else ""
+    if members is not None and member not in range(len(members)):
+        raise ValueError(f"{model_path} is an ensemble of {len(members)} networks: name a member "
+                         f"(0-{len(members) - 1}), not {member}")
+    prefix = member_prefix(member) if members is not None else ""
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     # An ensemble stores float16 weights, each cast back to float32 by a Cast node.
     arrays |= {node.output[0]: arrays[node.input[0]].astype(np.float32) for node in graph.node
