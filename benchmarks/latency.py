@@ -1,6 +1,6 @@
 """Engine latency and memory, and the cost of a SegFormer-B2 for comparison.
 
-    python benchmarks/latency.py [--runs 30] [--threads 2] [--image PATH]
+    python benchmarks/latency.py [--runs 30] [--threads 2] [--image PATH] [--model [KIND:]PATH]
 
 Prints p50/p95 of the full engine path for a 1024 px-long photo, class_type 4,
 quality 1 (resize, pose, model, upsampling, PNG encoding of all twelve masks),
@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--image", type=Path, default=ROOT / "tests/data/ccp/photos/0040.jpg")
+    p.add_argument("--model", help="[kind:]path, as CLOTHSEG_MODEL takes it (default: the bundled model)")
     args = p.parse_args()
 
     img = Image.open(args.image).convert("RGB")
@@ -58,7 +59,7 @@ def main() -> None:
     rgb = np.asarray(img)
     print(f"input {img.width}x{img.height}, {args.threads} threads, {args.runs} runs")
 
-    engine = load_engine(threads=args.threads)
+    engine = load_engine(args.model, threads=args.threads)
     for label, opts in (("quality 1", SegmentOptions(4, 1, 1, 1)),
                         ("quality 2", SegmentOptions(4, 2, 1, 1)),
                         ("detail 2", SegmentOptions(4, 1, 2, 1))):
