@@ -50,6 +50,19 @@ def test_presence_targets_of_a_pseudo_labelled_crop_follow_its_tags() -> None:
     assert grad[FINE_INDEX["dress"]] > 0
 
 
+def test_a_tags_only_photo_teaches_only_which_garments_are_absent() -> None:
+    """``pseudo_label --tags-only`` leaves every pixel unlabelled: its tagged
+    garments (possibly cropped away) are unknown, its untagged ones absent."""
+    from training.train import IGNORE
+
+    labels = torch.full((1, 40, 40), IGNORE, dtype=torch.uint8)
+    tags = torch.from_numpy(_tags("dress", "skin", "hair", "bag"))[None]
+    grad = _presence_gradient(labels, tags)
+    assert grad[FINE_INDEX["dress"]] == grad[FINE_INDEX["bag"]] == 0
+    for untagged in ("upper", "skirt", "pants", "outerwear"):
+        assert grad[FINE_INDEX[untagged]] > 0
+
+
 def _probabilities(**fine: float) -> np.ndarray:
     """(K, 1, 1) teacher probabilities of one pixel."""
     probs = np.zeros((len(FINE_LABELS), 1, 1), np.float32)

@@ -26,6 +26,11 @@ cache size, the targets of ``training.train --distill``.  The annotated training
 photos get a file too, their ``allowed`` labels being those their annotation
 has, so that distillation covers every training photo; validation photos get
 none.  Existing files are kept, so the script resumes.
+
+``--tags-only`` runs no teacher: each unannotated photo gets its ``allowed``
+labels and a ``label`` array with every pixel unlabelled, so training learns
+nothing per pixel from it and the presence head learns only which garments its
+tags rule out (``training.train --pseudo DIR``; no ``--distill``).
 """
 
 from __future__ import annotations
@@ -110,13 +115,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("var/training/pseudo"))
     p.add_argument("--min-confidence", type=float, default=0.6)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tags-only", action="store_true", help="no teacher: image-level tags, no pixel labels")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    engine = load_engine(str(args.teacher), threads=args.threads)
+    engine = None if args.tags_only else load_engine(str(args.teacher), threads=args.threads)
     names = ccp_label_names(args.ccp)
     tag_files = sorted((args.ccp / "annotations" / "image-level").glob("*.mat"))
     # The annotated training photos first: distillation needs them, the pseudo-labels do not.
-    photos = validation_split(labelled_stems(args.cache))[0] + [f.stem for f in tag_files]
+    photos = [] if args.tags_only else validation_split(labelled_stems(args.cache))[0]
+    photos += [f.stem for f in tag_files]
     kept = []
     for i, stem in enumerate(photos, 1):
         out = args.out / f"{stem}.npz"
@@ -130,15 +137,18 @@ def main() -> None:
             tags = [names[t] for t in sio.loadmat(str(args.ccp / "annotations" / "image-level" / f"{stem}.mat"))
                     ["tags"].flatten()]
             allowed = allowed_labels(tags)
-        probs, _ = engine.fine_probabilities(image, quality=2)
-        h, w = image.shape[:2]
-        probs = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
-        label = constrained_labels(probs, allowed, args.min_confidence)
-        kept.append(float((label != IGNORE).mean()))
-        np.savez(out.with_suffix(".tmp.npz"), label=label, allowed=allowed,
-                 soft=soft_target(constrained_probabilities(probs, allowed)))
+        if engine is None:
+            arrays = {"label": np.full(image.shape[:2], IGNORE, np.uint8)}
+        else:
+            probs, _ = engine.fine_probabilities(image, quality=2)
+            h, w = image.shape[:2]
+            probs = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+            arrays = {"label": constrained_labels(probs, allowed, args.min_confidence),
+                      "soft": soft_target(constrained_probabilities(probs, allowed))}
+            kept.append(float((arrays["label"] != IGNORE).mean()))
+        np.savez(out.with_suffix(".tmp.npz"), allowed=allowed, **arrays)
         out.with_suffix(".tmp.npz").rename(out)
-        if i % 100 == 0:
+        if i % 100 == 0 and kept:
             print(f"{i}/{len(photos)} confident pixels {np.mean(kept):.3f}", flush=True)
 
 
