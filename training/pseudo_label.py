@@ -121,7 +121,7 @@ def main() -> None:
     engine = None if args.tags_only else load_engine(str(args.teacher), threads=args.threads)
     names = ccp_label_names(args.ccp)
     tag_files = sorted((args.ccp / "annotations" / "image-level").glob("*.mat"))
-    # The annotated training photos first: distillation needs them, the pseudo-labels do not.
+    # The annotated training photos first: distillation needs them; the pseudo-labels and tags do not.
     photos = [] if args.tags_only else validation_split(labelled_stems(args.cache))[0]
     photos += [f.stem for f in tag_files]
     kept = []
