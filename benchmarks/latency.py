@@ -4,7 +4,8 @@
 
 Prints p50/p95 of the full engine path for a 1024 px-long photo, class_type 4,
 quality 1 (resize, pose, model, upsampling, PNG encoding of all twelve masks),
-the same for quality 2 / detail 2, the peak RSS of this process after the
+the same for quality 2 / detail 2, for the person small in a 1920x1080 frame
+and for a 4000 px photo, the peak RSS of this process after the
 engine runs, and then the p50 of a randomly initialised SegFormer-B2
 (transformers) forward pass with the same thread count at the photo's size, at
 512x512 (its usual input) and at our network's working size.
@@ -66,6 +67,18 @@ def main() -> None:
         runs = args.runs if label == "quality 1" else max(5, args.runs // 3)
         p50, p95 = percentiles(time_engine(engine, rgb, opts, runs))
         print(f"clothseg {label:9s}: p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms")
+    # Other framings of the same photo, quality 1: small in a 1920x1080 frame (a
+    # crop pass after the whole-photo pass) and a 4000 px photo.
+    wide = np.array(Image.fromarray(rgb).resize((96, 54)).resize((1920, 1080), Image.Resampling.BICUBIC))
+    person = img.resize((round(img.width * 500 / img.height), 500), Image.Resampling.LANCZOS)
+    wide[420:920, 1200:1200 + person.width] = np.asarray(person)
+    scale = 4000 / max(img.size)
+    large = np.asarray(img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS))
+    for label, photo in (("wide 1920x1080, person 500 px", wide), (f"{large.shape[1]}x{large.shape[0]}", large)):
+        for opts in (SegmentOptions(4, 1, 1, 1), SegmentOptions(4, 1, 2, 1)):
+            p50, p95 = percentiles(time_engine(engine, photo, opts, max(5, args.runs // 3)))
+            print(f"clothseg quality 1 detail {opts.detail_mode} {label}: p50 {p50 * 1000:6.0f} ms   "
+                  f"p95 {p95 * 1000:6.0f} ms")
     print(f"peak RSS after the engine: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
     import torch

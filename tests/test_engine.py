@@ -382,6 +382,22 @@ def test_validation_intervals_bracket_the_figures_and_widen_with_disagreeing_pho
         EvalResult.from_confusion(right, 1).intervals()
 
 
+def test_paired_intervals_say_whether_two_settings_differ_beyond_noise() -> None:
+    """A setting that gets the dress of four more photos in ten right, on the same
+    photos: the paired difference is positive for dress, exactly zero where both agree."""
+    k = len(EVAL_CLASSES)
+    right = np.diag(np.full(k, 100)).astype(np.int64)
+    wrong = right.copy()
+    dress = EVAL_CLASSES.index("dress")
+    wrong[dress, dress], wrong[dress, EVAL_CLASSES.index("tops")] = 0, 100
+    worse = EvalResult.from_photos(np.stack([right] * 6 + [wrong] * 4))
+    better = EvalResult.from_photos(np.stack([right] * 10))
+    low, high = better.intervals(baseline=worse)["dress"]
+    assert 0 < low <= high
+    assert better.intervals(baseline=worse)["hair"] == (0.0, 0.0)
+    assert worse.intervals(baseline=worse)["miou"] == (0.0, 0.0)
+
+
 def test_pose_of_a_large_photo_matches_the_photo_at_training_scale(rgb: np.ndarray) -> None:
     """A 4k photo gets the priors of the same photo at CCP's size, where the network learnt them."""
     from clothseg.engine.priors import POSE_SIDE, PoseEstimator

@@ -284,3 +284,45 @@ def test_training_resumes_and_the_export_records_the_last_validation(
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["validation_at_training_resolution"] == log[-1]
     assert card["training"]["epochs"] == 2
+
+
+def test_face_labels_reach_the_hairline_and_stop_at_the_neck() -> None:
+    from training.prepare import extend_face_to_hairline
+
+    hair, face, body = FINE_INDEX["hair"], FINE_INDEX["face"], FINE_INDEX["body"]
+    fine = np.zeros((120, 80), np.uint8)
+    fine[10:30, 20:60] = hair
+    fine[30:40, 25:55] = body  # forehead: the oval Face Mesh finds starts at the brow
+    fine[40:70, 25:55] = face
+    fine[70:100, 32:48] = body  # neck
+    fine[40:90, 5:15] = body  # a hand beside the face, not joined to it
+    out = extend_face_to_hairline(fine)
+    assert (out[30:40, 25:55] == face).all()
+    assert (out[70:100, 32:48] == body).all() and (out[40:90, 5:15] == body).all()
+    assert (out[10:30, 20:60] == hair).all()
+
+
+def test_framing_augmentation_makes_half_body_studio_and_gray_samples() -> None:
+    import torch
+
+    from training.train import MEAN, PAD_H, PAD_W, STD, augment
+
+    torch.manual_seed(0)
+    n = 64
+    images = torch.randint(0, 256, (n, PAD_H, PAD_W, 3), dtype=torch.uint8).permute(0, 3, 1, 2).contiguous()
+    priors = torch.zeros(n, 9, PAD_H, PAD_W, dtype=torch.uint8)
+    labels = torch.zeros(n, PAD_H, PAD_W, dtype=torch.uint8)
+    labels[:, 40:470, 110:240] = FINE_INDEX["upper"]
+    labels[:, 40:110, 140:210] = FINE_INDEX["face"]
+    x, y, _ = augment(images, priors, labels, 320, 224, framings=True)
+    assert x.shape == (n, 12, 320, 224) and y.shape == (n, 320, 224)
+    rgb = x[:, :3] * STD + MEAN
+    background = (y == FINE_INDEX["background"]).unsqueeze(1).expand_as(rgb)
+    spread = [rgb[i][background[i]].std().item() for i in range(n) if background[i].sum() > 3000]
+    assert min(spread) < 0.05 < max(spread)  # some studio backdrops among noisy street ones
+    gray = (rgb[:, 0] - rgb[:, 1]).abs().amax((1, 2)) < 1e-4
+    assert 0 < int(gray.sum()) < n // 3
+    # Head-to-hips crops: the face is in the upper part and the frame is mostly person.
+    face_rows = [(y[i] == FINE_INDEX["face"]).nonzero()[:, 0].float().mean().item() for i in range(n)
+                 if (y[i] == FINE_INDEX["face"]).sum() > 200]
+    assert min(face_rows) < 60

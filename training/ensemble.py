@@ -6,7 +6,7 @@ their probabilities (an ensemble), with the weights stored as float16.
 Independently trained runs (different seeds) err on different photos, above all
 in the outfit-level decisions (dress or top + skirt, dress or long coat), so
 the mean of their probabilities can be right more often than either (runs 24
-and 28: +0.008 mIoU at quality 1, -0.003 at quality 2; docs/MODEL.md).  Runs from
+and 28: +0.008 mIoU at quality 1, -0.003 at quality 2; training/RUNS.md).  Runs from
 different seeds cannot be souped (training/soup.py): their decoders start from
 different random weights and end in different basins.
 

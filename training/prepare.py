@@ -8,8 +8,8 @@ pixel-annotated photos, ``label`` (H, W) uint8 fine labels with 255 = unlabeled.
 
 CCP has no face label: ``skin`` is split into ``face`` (skin inside the face oval
 that MediaPipe Face Mesh finds in a crop around MediaPipe's full-range face
-detection; failing that, an ellipse in the detection box) and ``body`` (all
-other skin).  Existing cache files are kept, so the script resumes.
+detection; failing that, an ellipse in the detection box; then up to the
+hairline) and ``body`` (all other skin).  Existing cache files are kept, so the script resumes.
 """
 
 from __future__ import annotations
@@ -74,6 +74,26 @@ class FaceRegion:
         return (pts / scale).astype(np.float32)
 
 
+def extend_face_to_hairline(fine: np.ndarray) -> np.ndarray:
+    """Face Mesh's oval stops at the brow, so the forehead would be ``body``
+    and the API's ``head`` would have a notch.  Skin above the face, within
+    its width and up to half its height higher, and joined to it, is face too:
+    the forehead up to the hairline (the neck, below, stays body)."""
+    face = fine == FINE_INDEX["face"]
+    if not face.any():
+        return fine
+    ys, xs = np.nonzero(face)
+    top, height = ys.min(), ys.max() - ys.min() + 1
+    band = np.zeros_like(face)
+    band[max(0, top - height // 2): top + height // 3, xs.min(): xs.max() + 1] = True
+    skin = band & (fine == FINE_INDEX["body"])
+    _, pieces = cv2.connectedComponents((skin | face).astype(np.uint8))
+    joined = np.isin(pieces, np.unique(pieces[face]))
+    out = fine.copy()
+    out[skin & joined] = FINE_INDEX["face"]
+    return out
+
+
 _worker: dict[str, object] = {}
 
 
@@ -104,6 +124,7 @@ def prepare_one(args: tuple[str, str]) -> str:
         fine = _worker["lut"][gt]  # type: ignore[index]
         face = _worker["face"](rgb) & (fine == FINE_INDEX["body"])  # type: ignore[operator]
         fine[face] = FINE_INDEX["face"]
+        fine = extend_face_to_hairline(fine)
         arrays["label"] = cv2.resize(fine, (cw, ch), interpolation=cv2.INTER_NEAREST)
     tmp = out.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)

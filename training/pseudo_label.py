@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 import scipy.io as sio
 
@@ -140,9 +139,7 @@ def main() -> None:
         if engine is None:
             arrays = {"label": np.full(image.shape[:2], IGNORE, np.uint8)}
         else:
-            probs, _ = engine.fine_probabilities(image, quality=2)
-            h, w = image.shape[:2]
-            probs = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+            probs = engine.parse(image, quality=2).full_probabilities()
             arrays = {"label": constrained_labels(probs, allowed, args.min_confidence),
                       "soft": soft_target(constrained_probabilities(probs, allowed))}
             kept.append(float((arrays["label"] != IGNORE).mean()))

@@ -105,11 +105,16 @@ def normalise(rgb: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, out_h: int, out_w: int,
-            soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            soft: torch.Tensor | None = None,
+            framings: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Random scale/crop/rotation/flip and colour jitter, one affine per sample.
     Returns the network input, the labels and, if ``soft`` teacher probabilities
     (any size, they are sampled in normalised coordinates) are given, those under
-    the same affine (all zero outside the photo)."""
+    the same affine (all zero outside the photo).
+
+    ``framings`` adds the photos users send beside CCP's full-body street shots:
+    head-to-hips and hips-to-feet crops, the person on a plain studio backdrop,
+    grayscale photos and darker skin tones."""
     b = images.shape[0]
     rgb = images.float() / 255
     pri = priors.float() / 255
@@ -129,6 +134,15 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     ty = torch.empty(b).uniform_(-0.3, 0.3)
     tx[zoom] = torch.empty(int(zoom.sum())).uniform_(-0.9, 0.9)
     ty[zoom] = torch.empty(int(zoom.sum())).uniform_(-0.9, 0.9)
+    if framings:
+        # Half-body framings: the window covers 45-65% of the photo's height at
+        # its top (head to hips) or, less often, its bottom (hips to feet).
+        half = (torch.rand(b) < 0.25) & ~zoom
+        n = int(half.sum())
+        scale[half] = torch.empty(n).uniform_(1.55, 2.2)
+        edge = torch.where(torch.rand(n) < 0.7, -1.0, 1.0)
+        ty[half] = edge * (1 - 1 / scale[half]) + torch.empty(n).uniform_(-0.05, 0.05)
+        tx[half] = torch.empty(n).uniform_(-0.12, 0.12)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([
         torch.stack([sx * cos * flip, -sy * sin * (PAD_W / PAD_H), tx], 1),
@@ -146,6 +160,8 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     bright = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3)
     contrast = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3)
     sat = torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
+    if framings:
+        rgb = _studio_and_skin(rgb, lab)
     gray = rgb.mean(1, keepdim=True)
     rgb = gray + (rgb - gray) * sat
     mean = rgb.mean((1, 2, 3), keepdim=True)
@@ -154,6 +170,9 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     mix = torch.eye(3) + torch.empty(b, 3, 3).uniform_(-0.08, 0.08)
     rgb = torch.einsum("bij,bjhw->bihw", mix, rgb)
     rgb = rgb.clamp(0, 1) ** torch.empty(b, 1, 1, 1).uniform_(0.8, 1.25)
+    if framings:
+        gray_photo = torch.rand(b) < 0.1
+        rgb[gray_photo] = rgb[gray_photo].mean(1, keepdim=True).expand(-1, 3, -1, -1)
     # Occasionally drop the priors so the network never depends on them blindly
     # (MediaPipe misses some people).
     drop = (torch.rand(b, 1, 1, 1) < 0.1).float()
@@ -171,6 +190,29 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
         if soft is not None:
             soft[empty] = F.one_hot(torch.tensor(0), soft.shape[1]).float().view(1, -1, 1, 1)
     return normalise(rgb, pri), lab, soft
+
+
+def _studio_and_skin(rgb: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+    """Some samples get a plain, light studio backdrop behind the person (the
+    labelled background pixels), others a darker skin tone (face and body
+    pixels scaled down, slightly warmer), so that dark skin is skin, not legwear."""
+    b = rgb.shape[0]
+    out = rgb.clone()
+    studio = torch.rand(b) < 0.08
+    if studio.any():
+        n = int(studio.sum())
+        tone = torch.empty(n, 1, 1, 1).uniform_(0.75, 1.0) + torch.empty(n, 3, 1, 1).uniform_(-0.04, 0.04)
+        ramp = torch.linspace(0, 1, rgb.shape[2]).view(1, 1, -1, 1) * torch.empty(n, 1, 1, 1).uniform_(-0.15, 0.05)
+        backdrop = (tone + ramp).clamp(0, 1).expand(n, 3, rgb.shape[2], rgb.shape[3])
+        bg = (lab[studio] == FINE_INDEX["background"]).unsqueeze(1)
+        out[studio] = torch.where(bg, backdrop, out[studio])
+    darker = torch.rand(b) < 0.2
+    if darker.any():
+        n = int(darker.sum())
+        skin = ((lab[darker] == FINE_INDEX["face"]) | (lab[darker] == FINE_INDEX["body"])).unsqueeze(1)
+        factor = torch.empty(n, 1, 1, 1).uniform_(0.3, 0.75) * torch.tensor([1.0, 0.9, 0.82]).view(1, 3, 1, 1)
+        out[darker] = torch.where(skin, out[darker] * factor, out[darker])
+    return out
 
 
 def class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -322,6 +364,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of a new run (weights, augmentation, "
                    "photo order): two seeds of one recipe measure its run-to-run spread")
     p.add_argument("--presence-weight", type=float, default=0.4, help="weight of the image-level presence loss")
+    p.add_argument("--framings", action="store_true", help="augment towards the photos users send: half-body "
+                   "crops, studio backdrops, grayscale, darker skin tones (see augment)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
@@ -411,7 +455,7 @@ def main() -> None:
                 tags = ps_tags[pick]
                 if soft is not None:
                     soft = torch.cat([soft, ps_soft[pick]])
-            x, y, soft = augment(img, pri, lab, args.height, args.width, soft)
+            x, y, soft = augment(img, pri, lab, args.height, args.width, soft, args.framings)
             counts = label_counts(y)
             possible = counts > 0
             if tags is not None:

@@ -10,6 +10,7 @@ and ZIP categories.  Nothing here knows about HTTP.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,10 +35,38 @@ WORKING_HEIGHT = {1: 384, 2: 512}
 TTA_SCALES = (0.875, 1.0, 1.25)
 # Masks are probabilities pushed towards 0/255 inside regions, soft at the edges.
 EDGE_SHARPNESS = 3.0
-# A photo whose person area is below this fraction has "no person" (API state -11).
+# A photo whose largest person region is below this fraction of the frame has
+# "no person" (API state -11).
 MIN_PERSON_FRACTION = 0.002
-# Detail mode 2 fits its edge refinement at this many pixels on the long side.
+# A network person region is another person beside those MediaPipe found when
+# its box is between these multiples of theirs and it is this confident.
+PERSON_PART_SHARE = 0.5
+PERSON_MAX_GROWTH = 2.0
+OTHER_PERSON_CONFIDENCE = 0.88
+MAX_REGIONS = 8
+# Without MediaPipe's pose, a network region is a person only when it is this
+# large (share of the photo) and this confident (mean person probability).
+NET_ONLY_SHARE = 0.05
+NET_ONLY_CONFIDENCE = 0.93
+# A photo this much wider (or taller) than square is searched in square windows
+# when MediaPipe finds nobody, or only small people, in the whole photo.
+WINDOW_ASPECT = 1.2
+# MediaPipe Pose's ankle, heel and foot landmarks; the feet are out of the photo
+# when all of them lie this far down (1.0 = the bottom edge).
+FEET_LANDMARKS = [27, 28, 29, 30, 31, 32]
+FEET_OUTSIDE = 1.05
+# An "others" piece is at least this thick (share of the person's height).
+OTHERS_MIN_THICKNESS = 0.08
+# ... where MediaPipe and the network disagree by at least this much.
+OTHERS_MIN_PROBABILITY = 0.7
+# The crop around the people extends this share of their size on each side.
+CROP_MARGIN = 0.1
+# The people are parsed on a crop when their region is below this share of the photo.
+CROP_MAX_AREA = 0.6
+# Detail mode 2 fits its edge refinement at this many pixels on the long side,
+# and applies it at full size this many rows at a time.
 REFINE_SIDE = 1024
+REFINE_BAND = 256
 # A ZIP category is reported when at least this fraction of the image is in it.
 MIN_CATEGORY_FRACTION = 0.0005
 
@@ -85,39 +114,114 @@ def working_size(height: int, width: int, target_height: int) -> tuple[int, int]
     return max(32, round(height * scale / 16) * 16), max(32, round(width * scale / 16) * 16)
 
 
-def guided_refine(rgb: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """uint8 masks (H, W, C) at the photo's size from soft masks (h, w, C),
+def guided_refine(rgb: np.ndarray, maps: np.ndarray) -> list[np.ndarray]:
+    """One uint8 mask (H, W) at the photo's size per soft mask of ``maps`` (h, w, C),
     snapped to the photo's edges by a fast guided filter (He & Sun 2015) with
     the photo's luminance as guide.  The linear coefficients are fitted at
     <= REFINE_SIDE px and applied at full size: a 4k photo costs ~2 s for all
-    twelve masks (OpenCV's ximgproc filter takes ~2 s per mask at 4k)."""
+    twelve masks (OpenCV's ximgproc filter takes ~2 s per mask at 4k).  Full-size
+    work goes REFINE_BAND rows at a time, so it needs a few MB beside the masks."""
     H, W = rgb.shape[:2]
     scale = min(1.0, REFINE_SIDE / max(H, W))
     h, w = max(1, round(H * scale)), max(1, round(W * scale))
-    gray_full = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
-    guide = cv2.resize(gray_full, (w, h), interpolation=cv2.INTER_AREA)[:, :, None]
-    p = cv2.resize(maps, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+    gray_full = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    guide = cv2.resize(gray_full, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     radius = max(2, round(max(h, w) / 256))
 
     def box(x: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1)).reshape(x.shape)
+        return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1))
 
-    mean_i, mean_p = box(guide), box(p)
+    mean_i = box(guide)
     var_i = box(guide * guide) - mean_i * mean_i
-    a = (box(guide * p) - mean_i * mean_p) / (var_i + 1e-3)
-    b = mean_p - a * mean_i
-    a, b = box(a), box(b)
-    out = np.empty((H, W, a.shape[2]), np.uint8)
-    for c in range(a.shape[2]):  # one channel at a time: a 4k float stack would need ~1 GB
-        a_full = cv2.resize(np.ascontiguousarray(a[:, :, c]), (W, H), interpolation=cv2.INTER_LINEAR)
-        b_full = cv2.resize(np.ascontiguousarray(b[:, :, c]), (W, H), interpolation=cv2.INTER_LINEAR)
-        out[:, :, c] = to_uint8(a_full * gray_full + b_full)
+    out = []
+    for c in range(maps.shape[2]):  # one mask at a time, its full-size work in bands of rows
+        p = cv2.resize(np.ascontiguousarray(maps[:, :, c]), (w, h), interpolation=cv2.INTER_LINEAR)
+        mean_p = box(p)
+        a = (box(guide * p) - mean_i * mean_p) / (var_i + 1e-3)
+        b = box(mean_p - a * mean_i)
+        a = box(a)
+        mask = np.empty((H, W), np.uint8)
+        for top in range(0, H, REFINE_BAND):
+            bottom = min(H, top + REFINE_BAND)
+            band = _resized_rows(a, H, W, top, bottom)
+            band *= gray_full[top:bottom]
+            band *= 1 / 255
+            band += _resized_rows(b, H, W, top, bottom)
+            mask[top:bottom] = to_uint8(band, in_place=True)
+        out.append(mask)
     return out
 
 
-def to_uint8(probabilities: np.ndarray) -> np.ndarray:
-    """Probabilities -> 0-255, pushed towards 0/255 away from the 0.5 boundary."""
-    return (np.clip((probabilities - 0.5) * EDGE_SHARPNESS + 0.5, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+def _resized_rows(src: np.ndarray, height: int, width: int, top: int, bottom: int) -> np.ndarray:
+    """Rows top:bottom of ``src`` resized to (height, width) bilinearly, as
+    cv2.resize would give them, without making the other rows."""
+    h, w = src.shape[:2]
+    to_source = np.array([[w / width, 0, 0.5 * w / width - 0.5],
+                          [0, h / height, (top + 0.5) * h / height - 0.5]], np.float32)
+    return cv2.warpAffine(np.ascontiguousarray(src), to_source, (width, bottom - top),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
+def to_uint8(probabilities: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Probabilities -> 0-255, pushed towards 0/255 away from the 0.5 boundary
+    (``in_place``: using ``probabilities`` as the scratch buffer)."""
+    x = probabilities if in_place else probabilities.astype(np.float32)
+    x -= 0.5
+    x *= EDGE_SHARPNESS * 255
+    x += 0.5 * 255 + 0.5
+    np.clip(x, 0.0, 255.5, out=x)
+    return x.astype(np.uint8)
+
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels of the photo
+
+
+@dataclass
+class Region:
+    """Fine-label probabilities ``probs`` (K, h, w) of the photo's ``box`` at the
+    network's working resolution, and MediaPipe's person mask over the same
+    region at the same resolution."""
+
+    box: Box
+    probs: np.ndarray
+    person_prior: np.ndarray
+
+    def upsampled(self, maps: np.ndarray) -> np.ndarray:
+        """(box height, box width[, C]) from (h, w[, C]) maps at the working resolution."""
+        x0, y0, x1, y1 = self.box
+        out = cv2.resize(maps, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        return out.reshape(y1 - y0, x1 - x0, -1) if maps.ndim == 3 else out
+
+
+@dataclass
+class Parsing:
+    """A photo of ``size`` (H, W) parsed as non-overlapping regions (the whole
+    photo, or one crop per group of people); outside them is background."""
+
+    regions: list[Region]
+    size: tuple[int, int]
+    has_person: bool
+
+    @property
+    def cropped(self) -> bool:
+        return [r.box for r in self.regions] != [(0, 0, self.size[1], self.size[0])]
+
+    def paste(self, maps: list[np.ndarray], fill: float | np.ndarray = 0) -> np.ndarray:
+        """(H, W[, C]) maps of the photo from one (box height, box width[, C]) map
+        per region; ``fill`` (a value or one per channel) outside them."""
+        if not self.cropped:
+            return maps[0]
+        out = np.full((*self.size, *maps[0].shape[2:]), fill, maps[0].dtype)
+        for region, m in zip(self.regions, maps, strict=True):
+            x0, y0, x1, y1 = region.box
+            out[y0:y1, x0:x1] = m
+        return out
+
+    def full_probabilities(self) -> np.ndarray:
+        """(K, H, W) probabilities over the whole photo (background outside the regions)."""
+        background = np.eye(len(FINE_LABELS), dtype=np.float32)[FINE_INDEX["background"]]
+        maps = [r.upsampled(r.probs.transpose(1, 2, 0)) for r in self.regions]
+        return self.paste(maps, fill=background).transpose(2, 0, 1)
 
 
 class Engine:
@@ -125,65 +229,293 @@ class Engine:
         self.backend = backend
         self._pose = pose or PoseEstimator()
 
-    def fine_probabilities(self, rgb: np.ndarray, quality: int = 1, detail_mode: int = 1) -> tuple[np.ndarray, Pose]:
-        """(K, h, w) fine-label probabilities at the working size and the pose."""
+    def parse(self, rgb: np.ndarray, quality: int = 1, detail_mode: int = 1) -> Parsing:
+        """Find the people, then parse them: the network first sees the whole
+        photo; where the people fill only part of the frame, it runs again on a
+        crop around each group of them, so a small person gets the working
+        resolution."""
+        H, W = rgb.shape[:2]
+        target = WORKING_HEIGHT[detail_mode]
         pose = self._pose(rgb)
-        h, w = working_size(rgb.shape[0], rgb.shape[1], WORKING_HEIGHT[detail_mode])
-        scales = TTA_SCALES if quality == 2 else (1.0,)
+        whole = self._network(rgb, pose, target, ((1.0, False),))
+        people = self._find_people(rgb, pose, whole)
+        if not people:
+            return Parsing([Region((0, 0, W, H), whole, _resized(pose.person_mask, whole.shape[1:]))], (H, W), False)
+        boxes = group_boxes(people, H, W)
+        regions = []
+        if sum(_area(b) for b in boxes) < CROP_MAX_AREA * H * W:
+            for box in boxes:
+                x0, y0, x1, y1 = box
+                crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+                crop_pose = self._pose(crop)
+                regions.append(tidy_region(box, self._network(crop, crop_pose, target, tta_views(quality)), crop_pose))
+        else:
+            views = tta_views(quality)[1:]  # the whole-photo pass above is the first view
+            probs = whole if not views else (whole + self._network(rgb, pose, target, views) * len(views)) / (
+                1 + len(views))
+            regions.append(tidy_region((0, 0, W, H), probs, pose))
+        return Parsing(regions, (H, W), True)
+
+    def _find_people(self, rgb: np.ndarray, pose: Pose, probs: np.ndarray) -> list[Box]:
+        """Boxes of the people in the photo.  MediaPipe's pose detector is the
+        witness that a person is there: a photo without one is not parsed (API
+        state -11), so flat, patterned and empty street images are refused.  It
+        finds one person per call and misses small ones in a wide frame, so
+        where it found nobody or only small people, it also looks in square
+        windows of a wide photo; the network's own person regions add the
+        other people of a group photo."""
+        H, W = rgb.shape[:2]
+        found = [pose_box(pose, H, W)] if pose.landmarks is not None else []
+        small = not found or _area(crop_box(found, H, W)) < CROP_MAX_AREA * H * W
+        if small and max(H, W) > WINDOW_ASPECT * min(H, W):
+            side = min(H, W)
+            for x0, y0 in _windows(H, W, side):
+                window_pose = self._pose(np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side]))
+                if window_pose.landmarks is not None:
+                    bx0, by0, bx1, by1 = pose_box(window_pose, side, side)
+                    found.append((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0))
+        regions = person_regions(probs, H, W)
+        if not found:
+            # No pose: only a large, confident network region counts (a person
+            # seen from an angle MediaPipe does not know, a grayscale photo).
+            return [r.box for r in regions[:1] if r.share >= NET_ONLY_SHARE and r.confidence >= NET_ONLY_CONFIDENCE]
+        # The network also calls walls and pavement "person" at a distance: another
+        # person needs a confident region of a person's size.
+        smallest, largest = min(_area(b) for b in found), max(_area(b) for b in found)
+        return found + [r.box for r in regions if r.confidence >= OTHER_PERSON_CONFIDENCE
+                        and PERSON_PART_SHARE * smallest <= r.box_area <= PERSON_MAX_GROWTH * largest]
+
+    def _network(self, rgb: np.ndarray, pose: Pose, target: int,
+                 views: tuple[tuple[float, bool], ...]) -> np.ndarray:
+        """Mean probabilities (K, h, w) over ``views`` (scale of the working size, mirrored)."""
+        h, w = working_size(rgb.shape[0], rgb.shape[1], target)
         total = np.zeros((len(FINE_LABELS), h, w), np.float32)
-        for s in scales:
-            sh, sw = working_size(rgb.shape[0], rgb.shape[1], round(WORKING_HEIGHT[detail_mode] * s))
+        for scale, flip in views:
+            sh, sw = working_size(rgb.shape[0], rgb.shape[1], round(target * scale))
             img = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
-            for flip in (False, True) if quality == 2 else (False,):
-                view = np.ascontiguousarray(img[:, ::-1]) if flip else img
-                view_pose = _flip_pose(pose) if flip else pose
-                probs = self.backend.probabilities(view, view_pose)
-                if flip:
-                    probs = probs[:, :, ::-1]
-                if (sh, sw) != (h, w):
-                    probs = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR)
-                    probs = probs.reshape(h, w, -1).transpose(2, 0, 1)
-                total += probs
-        return total / (len(scales) * (2 if quality == 2 else 1)), pose
+            view = np.ascontiguousarray(img[:, ::-1]) if flip else img
+            probs = self.backend.probabilities(view, _flip_pose(pose) if flip else pose)
+            if flip:
+                probs = probs[:, :, ::-1]
+            if (sh, sw) != (h, w):
+                probs = cv2.resize(probs.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR)
+                probs = probs.reshape(h, w, -1).transpose(2, 0, 1)
+            total += probs
+        return total / len(views)
 
     def segment(self, rgb: np.ndarray, options: SegmentOptions) -> Segmentation:
-        probs, pose = self.fine_probabilities(rgb, options.quality, options.detail_mode)
-        person = 1.0 - probs[FINE_INDEX["background"]]
-        result = Segmentation(person_fraction=float((person > 0.5).mean()))
-        if result.person_fraction < MIN_PERSON_FRACTION:
+        parsing = self.parse(rgb, options.quality, options.detail_mode)
+        H, W = rgb.shape[:2]
+        person_pixels = sum(float((r.probs[FINE_INDEX["background"]] < 0.5).mean()) * _area(r.box)
+                            for r in parsing.regions)
+        result = Segmentation(person_fraction=person_pixels / (H * W))
+        if not parsing.has_person:
             return result
-        wanted: dict[str, np.ndarray] = {}
+        names: list[str] = []
         if options.output_type in (1, 3):
-            for name in CLASS_TYPES[options.class_type]:
-                wanted[f"class:{name}"] = self._class_map(name, probs, person, pose)
+            names += [f"class:{name}" for name in CLASS_TYPES[options.class_type]]
         if options.output_type in (2, 3):
             for cat, members in CLOTHING_CATEGORIES.items():
-                m = probs[fine_indices(members)].sum(0)
-                if (m > 0.5).mean() >= MIN_CATEGORY_FRACTION:
-                    wanted[f"cat:{cat}"] = m
-        if not wanted:
+                found = sum(float((r.probs[fine_indices(members)].sum(0) > 0.5).mean()) * _area(r.box)
+                            for r in parsing.regions)
+                if found >= MIN_CATEGORY_FRACTION * H * W:
+                    names.append(f"cat:{cat}")
+        if not names:
             return result
-        names = list(wanted)
-        stack = np.stack([wanted[n] for n in names], axis=2)
-        H, W = rgb.shape[:2]
-        if options.detail_mode == 2:
-            masks = guided_refine(rgb, stack)  # the photo's own edges decide the boundary
-        else:
-            # Sharpen at the working size, then upsample the bytes (4x less work).
-            masks = cv2.resize(to_uint8(stack), (W, H), interpolation=cv2.INTER_LINEAR).reshape(H, W, len(names))
-        for i, n in enumerate(names):
+        per_region = [self._region_masks(rgb, region, names, options.detail_mode) for region in parsing.regions]
+        for n in names:
             kind, name = n.split(":", 1)
-            (result.class_masks if kind == "class" else result.clothing_masks)[name] = masks[:, :, i]
+            mask = parsing.paste([masks.pop(0) for masks in per_region])  # each region's mask freed as pasted
+            (result.class_masks if kind == "class" else result.clothing_masks)[name] = mask
         return result
 
     @staticmethod
-    def _class_map(name: str, probs: np.ndarray, person: np.ndarray, pose: Pose) -> np.ndarray:
-        if name == "others":
-            # Person pixels (MediaPipe's person mask) that the model gave no class.
-            h, w = person.shape
-            mp_person = cv2.resize(pose.person_mask, (w, h), interpolation=cv2.INTER_LINEAR)
-            return np.clip(mp_person - person, 0.0, 1.0)
-        return probs[fine_indices(API_CLASS_MEMBERS[name])].sum(0)
+    def _region_masks(rgb: np.ndarray, region: Region, names: list[str], detail_mode: int) -> list[np.ndarray]:
+        """One uint8 mask (box height, box width) per name, for one region."""
+        probs = region.probs
+        person = 1.0 - probs[FINE_INDEX["background"]]
+
+        def soft(n: str) -> np.ndarray:
+            kind, name = n.split(":", 1)
+            if kind == "cat":
+                return probs[fine_indices(CLOTHING_CATEGORIES[name])].sum(0)
+            if name == "others":
+                return others_map(person, region.person_prior)
+            return probs[fine_indices(API_CLASS_MEMBERS[name])].sum(0)
+
+        stack = np.stack([soft(n) for n in names], axis=2)
+        if detail_mode == 2:
+            x0, y0, x1, y1 = region.box
+            # The photo's own edges decide the boundary.
+            return guided_refine(np.ascontiguousarray(rgb[y0:y1, x0:x1]), stack)
+        # Sharpen at the working size, then upsample the bytes (4x less work).
+        sharp = to_uint8(stack)
+        return [region.upsampled(np.ascontiguousarray(sharp[:, :, i])) for i in range(len(names))]
+
+
+def others_map(person: np.ndarray, person_prior: np.ndarray) -> np.ndarray:
+    """Person pixels that no other class covers: what MediaPipe calls person and
+    our network does not (a held phone or umbrella, an unlabelled part).  The
+    two masks disagree by a thin band along every outline, which is background;
+    an opening as wide as OTHERS_MIN_THICKNESS of the person's height keeps
+    only solid pieces."""
+    raw = np.clip(person_prior - person, 0.0, 1.0)
+    rows = np.nonzero((person > 0.5).any(1))[0]
+    if not len(rows):
+        return np.zeros_like(raw)
+    size = max(3, round(OTHERS_MIN_THICKNESS * (rows[-1] - rows[0] + 1)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    solid = cv2.morphologyEx((raw > OTHERS_MIN_PROBABILITY).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    return raw * cv2.dilate(solid, np.ones((3, 3), np.uint8))
+
+
+def tta_views(quality: int) -> tuple[tuple[float, bool], ...]:
+    """(scale, mirrored) views averaged at ``quality``; the first is the plain view."""
+    if quality == 1:
+        return ((1.0, False),)
+    return ((1.0, False), *((s, f) for s in TTA_SCALES for f in (False, True) if (s, f) != (1.0, False)))
+
+
+@dataclass(frozen=True)
+class PersonRegion:
+    """A connected region the network calls person, in the photo's pixels."""
+
+    box: Box
+    share: float  # of the photo's area
+    confidence: float  # mean person probability inside
+
+    @property
+    def box_area(self) -> int:
+        return _area(self.box)
+
+
+def person_regions(probs: np.ndarray, height: int, width: int) -> list[PersonRegion]:
+    """The network's person regions in a photo of (height, width), largest first."""
+    person = 1.0 - probs[FINE_INDEX["background"]]
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((person > 0.5).astype(np.uint8), connectivity=8)
+    h, w = person.shape
+    sy, sx = height / h, width / w
+    regions = []
+    for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:MAX_REGIONS] + 1:
+        x, y, bw, bh, area = stats[i]
+        if area < MIN_PERSON_FRACTION * person.size:
+            break
+        box = (int(x * sx), int(y * sy), int(np.ceil((x + bw) * sx)), int(np.ceil((y + bh) * sy)))
+        regions.append(PersonRegion(box, area / person.size, float(person[labels == i].mean())))
+    return regions
+
+
+def pose_box(pose: Pose, height: int, width: int) -> Box:
+    """The box of MediaPipe's person: its mask and its visible landmarks."""
+    mask = pose.person_mask > 0.5
+    xs, ys = [], []
+    if mask.any():
+        sy, sx = height / mask.shape[0], width / mask.shape[1]
+        rows, cols = np.nonzero(mask)
+        xs += [cols.min() * sx, (cols.max() + 1) * sx]
+        ys += [rows.min() * sy, (rows.max() + 1) * sy]
+    if pose.landmarks is not None:
+        seen = pose.landmarks[pose.landmarks[:, 2] > 0.5]
+        xs += list(np.clip(seen[:, 0], 0, 1) * width)
+        ys += list(np.clip(seen[:, 1], 0, 1) * height)
+    if not xs:
+        return 0, 0, width, height
+    return int(min(xs)), int(min(ys)), int(np.ceil(max(xs))), int(np.ceil(max(ys)))
+
+
+def crop_box(boxes: list[Box], height: int, width: int) -> Box:
+    """The region around every box, with a margin, widened towards the 2:3
+    portrait the network was trained on."""
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    margin = CROP_MARGIN * max(x1 - x0, y1 - y0)
+    x0, y0, x1, y1 = x0 - margin, y0 - margin, x1 + margin, y1 + margin
+    min_width = (y1 - y0) * 2 / 3
+    if x1 - x0 < min_width:
+        grow = (min_width - (x1 - x0)) / 2
+        x0, x1 = x0 - grow, x1 + grow
+    return max(0, int(x0)), max(0, int(y0)), min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
+
+
+def group_boxes(people: list[Box], height: int, width: int) -> list[Box]:
+    """One crop box per group of people: people whose crops overlap share one."""
+    groups = [[b] for b in people]
+    merged = True
+    while merged:
+        merged = False
+        crops = [crop_box(g, height, width) for g in groups]
+        for i, j in itertools.combinations(range(len(groups)), 2):
+            if _overlap(crops[i], crops[j]):
+                groups[i] += groups.pop(j)
+                merged = True
+                break
+    return [crop_box(g, height, width) for g in groups]
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _windows(height: int, width: int, side: int) -> list[tuple[int, int]]:
+    """Top-left corners of square windows of ``side`` covering the photo, overlapping by half."""
+    def starts(length: int) -> list[int]:
+        n = max(1, int(np.ceil((length - side) / (side / 2))) + 1)
+        return sorted({round(i * (length - side) / max(1, n - 1)) for i in range(n)})
+
+    return [(x, y) for y in starts(height) for x in starts(width)]
+
+
+def tidy_region(box: Box, probs: np.ndarray, pose: Pose) -> Region:
+    """The region ``box`` from the network's probabilities over it and the pose
+    found in it: no shoes without feet, no holes in the head."""
+    probs = fill_head_holes(without_unseen_feet(probs, pose))
+    return Region(box, probs, _resized(pose.person_mask, probs.shape[1:]))
+
+
+def without_unseen_feet(probs: np.ndarray, pose: Pose) -> np.ndarray:
+    """A photo cut above the ankles (head to hips, a portrait) shows no shoes:
+    when MediaPipe places every ankle and foot landmark below the photo's
+    bottom edge, the shoe probability goes to background."""
+    if pose.landmarks is None or (pose.landmarks[FEET_LANDMARKS, 1] <= FEET_OUTSIDE).any():
+        return probs
+    probs = probs.copy()
+    probs[FINE_INDEX["background"]] += probs[FINE_INDEX["shoes"]]
+    probs[FINE_INDEX["shoes"]] = 0
+    return probs
+
+
+def enclosed_holes(mask: np.ndarray) -> np.ndarray:
+    """The pixels outside ``mask`` (bool) that ``mask`` encloses: not joined to
+    the image border by pixels outside it."""
+    flood = np.pad((~mask).astype(np.uint8), 1, constant_values=1)
+    cv2.floodFill(flood, None, (0, 0), 2)
+    return flood[1:-1, 1:-1] == 1
+
+
+def fill_head_holes(probs: np.ndarray) -> np.ndarray:
+    """Skin or background enclosed by the head (hair, face, headwear, eyewear) is
+    face: a forehead under a fringe, skin between hair and glasses.  The head
+    mask the API returns then has no holes."""
+    head_labels = fine_indices(API_CLASS_MEMBERS["head"])
+    holes = enclosed_holes(probs[head_labels].sum(0) > 0.5)
+    if not holes.any():
+        return probs
+    other = np.ones(len(FINE_LABELS), bool)
+    other[head_labels] = False
+    inside = probs[:, holes]
+    inside[FINE_INDEX["face"]] += inside[other].sum(0)
+    inside[other] = 0
+    probs = probs.copy()
+    probs[:, holes] = inside
+    return probs
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _resized(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def _flip_pose(pose: Pose) -> Pose:
@@ -194,4 +526,4 @@ def _flip_pose(pose: Pose) -> Pose:
     return Pose(lms, np.ascontiguousarray(pose.person_mask[:, ::-1]))
 
 
-__all__ = ["API_CLASSES", "Backend", "Engine", "SegmentOptions", "Segmentation"]
+__all__ = ["API_CLASSES", "Backend", "Engine", "Parsing", "Region", "SegmentOptions", "Segmentation"]

@@ -1,0 +1,168 @@
+"""Framings: the photos users send, built from annotated photos and their labels.
+
+CCP's photos are full-body street shots with the person filling the frame.  A
+framing re-frames each photo (and its label map, pixel for pixel) the way other
+users' photos look: the person small in a wide 16:9 street frame, head to hips
+only, in grayscale, two people side by side, on a white studio canvas.  The
+people-free set holds images that must be refused (API state -11): flat,
+gradient, patterned and noise images and street scenes without a person.
+
+Backgrounds are made of the given photos' upper corners, left and right of
+their person: walls, windows, trees and sky.  (CCP annotates one person per
+photo; the rest of a street photo often holds other, unlabelled pedestrians,
+who are rarely above head height.)  Everything is deterministic: the same
+photos give the same framings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import cv2
+import numpy as np
+
+# label value 0 is CCP's "null" (background) in every label map here.
+Photo = tuple[str, np.ndarray, np.ndarray]  # stem, RGB, CCP label map
+
+# Height of the person in the wide framing, as a share of the 1080-row frame.
+WIDE_PERSON_SHARE = 0.45
+
+
+def person_box(gt: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the labelled person; the whole map if none."""
+    ys, xs = np.nonzero(gt)
+    if not len(ys):
+        return 0, 0, gt.shape[1], gt.shape[0]
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def background_strips(photos: list[Photo], min_width: int = 32) -> list[np.ndarray]:
+    """People-free pieces of each photo: left and right of its person, above its head."""
+    strips = []
+    for _, rgb, gt in photos:
+        x0, y0, x1, _ = person_box(gt)
+        margin = 6
+        bottom = y0 - margin
+        for a, b in ((0, x0 - margin), (x1 + margin, rgb.shape[1])):
+            if b - a >= min_width and bottom >= min_width:
+                strips.append(rgb[:bottom, a:b])
+    return strips
+
+
+def street_scene(strips: list[np.ndarray], height: int, width: int, seed: int) -> np.ndarray:
+    """A people-free (height, width) scene of strips side by side."""
+    rng = np.random.default_rng(seed)
+    parts, filled = [], 0
+    while filled < width:
+        strip = strips[int(rng.integers(len(strips)))]
+        w = max(8, round(strip.shape[1] * height / strip.shape[0]))
+        parts.append(cv2.resize(strip, (w, height), interpolation=cv2.INTER_AREA))
+        filled += w
+    return np.ascontiguousarray(np.concatenate(parts, 1)[:, :width])
+
+
+def _resize_pair(rgb: np.ndarray, gt: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return (cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR),
+            cv2.resize(gt, size, interpolation=cv2.INTER_NEAREST))
+
+
+def wide(photo: Photo, strips: list[np.ndarray], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo pasted into a 1920x1080 street scene, its person 45% of the frame's height."""
+    _, rgb, gt = photo
+    H, W = 1080, 1920
+    x0, y0, x1, y1 = person_box(gt)
+    small, small_gt = _resize_pair(rgb, gt, WIDE_PERSON_SHARE * H / max(1, y1 - y0))
+    canvas = street_scene(strips, H, W, seed)
+    labels = np.zeros((H, W), gt.dtype)
+    rng = np.random.default_rng(seed)
+    h, w = small.shape[:2]
+    top = min(H - h, int(rng.uniform(0.25, 0.5) * H))
+    left = int(rng.uniform(0.05, 0.95) * (W - w))
+    canvas[top:top + h, left:left + w] = small
+    labels[top:top + h, left:left + w] = small_gt
+    return canvas, labels
+
+
+def upper(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """Head to hips: the rows down to half the person's height."""
+    _, rgb, gt = photo
+    _, y0, _, y1 = person_box(gt)
+    bottom = y0 + (y1 - y0) // 2
+    return rgb[:bottom].copy(), gt[:bottom].copy()
+
+
+def gray(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
+    _, rgb, gt = photo
+    return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB), gt
+
+
+def two(photo: Photo, other: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """Two people side by side: the photo and another at the same height."""
+    _, rgb, gt = photo
+    _, rgb2, gt2 = other
+    rgb2, gt2 = _resize_pair(rgb2, gt2, rgb.shape[0] / rgb2.shape[0])
+    rgb2, gt2 = rgb2[: rgb.shape[0]], gt2[: rgb.shape[0]]
+    return np.concatenate([rgb, rgb2], 1), np.concatenate([gt, gt2], 1)
+
+
+def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """The person alone, centred on a white canvas 1.5x the photo's size."""
+    _, rgb, gt = photo
+    h, w = gt.shape
+    H, W = round(h * 1.5), round(w * 1.5)
+    top, left = (H - h) // 2, (W - w) // 2
+    canvas = np.full((H, W, 3), 255, np.uint8)
+    labels = np.zeros((H, W), gt.dtype)
+    person = gt > 0
+    canvas[top:top + h, left:left + w][person] = rgb[person]
+    labels[top:top + h, left:left + w] = gt
+    return canvas, labels
+
+
+FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "gray", "two", "studio")
+
+
+def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
+    """Each photo in framing ``name`` (see FRAMINGS)."""
+    if name not in FRAMINGS:
+        raise ValueError(f"unknown framing {name!r}; one of {', '.join(FRAMINGS)}")
+    strips = background_strips(photos) if name == "wide" else []
+    make: dict[str, Callable[[int, Photo], tuple[np.ndarray, np.ndarray]]] = {
+        "full": lambda _, p: (p[1], p[2]),
+        "wide": lambda i, p: wide(p, strips, seed=i),
+        "upper": lambda _, p: upper(p),
+        "gray": lambda _, p: gray(p),
+        "two": lambda i, p: two(p, photos[(i + 1) % len(photos)]),
+        "studio": lambda _, p: studio(p),
+    }
+    for i, photo in enumerate(photos):
+        rgb, gt = make[name](i, photo)
+        yield photo[0], rgb, gt
+
+
+def people_free_images(photos: list[Photo], scenes: int = 12) -> list[tuple[str, np.ndarray]]:
+    """Images without a person (each must be refused): flat, gradient,
+    patterned, noise, and street scenes made of the photos' backgrounds."""
+    h, w = 768, 512
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    yy, xx = np.mgrid[0:h, 0:w]
+    images: list[tuple[str, np.ndarray]] = [
+        ("black", np.zeros((h, w, 3), np.uint8)),
+        ("white", np.full((h, w, 3), 255, np.uint8)),
+        ("flat-grey", np.full((h, w, 3), 128, np.uint8)),
+        ("flat-colour", np.broadcast_to(np.array([40, 90, 160], np.uint8), (h, w, 3)).copy()),
+        ("dark-gradient", (ramp * np.array([60, 50, 70]) * np.ones((1, w, 1))).astype(np.uint8)),
+        ("gradient", (ramp * np.array([255, 200, 120]) * np.ones((1, w, 1))).astype(np.uint8)),
+        ("stripes", np.repeat((((yy // 24) % 2) * 200 + 30)[..., None], 3, 2).astype(np.uint8)),
+        ("vertical-stripes", np.repeat((((xx // 16) % 2) * 180 + 40)[..., None], 3, 2).astype(np.uint8)),
+        ("checker", np.repeat(((((yy // 32) + (xx // 32)) % 2) * 255)[..., None], 3, 2).astype(np.uint8)),
+        ("noise", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
+        ("blurred-noise", cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 6)),
+    ]
+    strips = background_strips(photos)
+    for i in range(scenes):
+        sh, sw = ((720, 1280), (768, 512), (600, 800))[i % 3]
+        images.append((f"street-{i}", street_scene(strips, sh, sw, seed=1000 + i)))
+    return images
