@@ -16,25 +16,30 @@ def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
     return buf.getvalue()
 
 
-def dng(rgb: np.ndarray) -> bytes:
-    """A camera-raw DNG (12-bit RGGB Bayer mosaic) of ``rgb``, written by pidng."""
+def dng(rgb: np.ndarray, mono: bool = False) -> bytes:
+    """A camera-raw DNG of ``rgb``, written by pidng: a 12-bit RGGB Bayer mosaic, or with
+    ``mono`` one linear gray channel (which LibRaw decodes to an (H, W, 1) array)."""
     from pidng.core import RAW2DNG, DNGTags, Tag
     from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, Orientation, PhotometricInterpretation
 
     h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
     img = rgb[:h, :w].astype(np.uint16) * 16
-    bayer = np.zeros((h, w), np.uint16)
-    bayer[0::2, 0::2] = img[0::2, 0::2, 0]
-    bayer[0::2, 1::2] = img[0::2, 1::2, 1]
-    bayer[1::2, 0::2] = img[1::2, 0::2, 1]
-    bayer[1::2, 1::2] = img[1::2, 1::2, 2]
+    if mono:
+        raw = img.mean(axis=2).astype(np.uint16)
+        layout = [(Tag.PhotometricInterpretation, PhotometricInterpretation.Linear_Raw)]
+    else:
+        raw = np.zeros((h, w), np.uint16)
+        raw[0::2, 0::2] = img[0::2, 0::2, 0]
+        raw[0::2, 1::2] = img[0::2, 1::2, 1]
+        raw[1::2, 0::2] = img[1::2, 0::2, 1]
+        raw[1::2, 1::2] = img[1::2, 1::2, 2]
+        layout = [(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
+                  (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, CFAPattern.RGGB)]
     t = DNGTags()
     for tag, value in (
         (Tag.ImageWidth, w), (Tag.ImageLength, h), (Tag.TileWidth, w), (Tag.TileLength, h),
-        (Tag.Orientation, Orientation.Horizontal),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16), (Tag.CFARepeatPatternDim, [2, 2]),
-        (Tag.CFAPattern, CFAPattern.RGGB), (Tag.BlackLevel, 0), (Tag.WhiteLevel, 4095),
+        (Tag.Orientation, Orientation.Horizontal), *layout,
+        (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16), (Tag.BlackLevel, 0), (Tag.WhiteLevel, 4095),
         (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
         (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65), (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
         (Tag.BaselineExposure, [[0, 100]]), (Tag.Make, "clothseg"), (Tag.Model, "test"),
@@ -44,7 +49,7 @@ def dng(rgb: np.ndarray) -> bytes:
     with tempfile.TemporaryDirectory() as d:
         conv = RAW2DNG()
         conv.options(t, path="", compress=False)
-        conv.convert(bayer, filename=str(Path(d) / "photo"))
+        conv.convert(raw, filename=str(Path(d) / "photo"))
         return (Path(d) / "photo.dng").read_bytes()
 
 

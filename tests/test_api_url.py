@@ -50,6 +50,17 @@ class ImageHost(BaseHTTPRequestHandler):
         elif path == "/slow":
             time.sleep(3)
             self._send(200, PHOTO.read_bytes())
+        elif path == "/trickle":  # a byte every half second: no single read ever times out
+            body = PHOTO.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    time.sleep(0.5)
+            except OSError:  # the server gave up on this download
+                pass
         elif path == "/text":
             self._send(200, b"<html>hello</html>", {"Content-Type": "text/html"})
         else:
@@ -66,10 +77,10 @@ def host() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def url_server(server_factory: ServerFactory) -> Server:
-    # The test host is on loopback: the operator allow-list must name it.
-    return server_factory(url_allowlist="127.0.0.1/32", max_url_bytes=str(MB),
-                          url_read_timeout="1", url_max_redirects="3")
+def url_server(server_factory: ServerFactory, host: str) -> Server:
+    # The test host is on loopback: the operator allow-list must name it (and port 9, where nothing listens).
+    return server_factory(url_allowlist=f"{host.removeprefix('http://')},127.0.0.1:9", max_url_bytes=str(MB),
+                          url_read_timeout="1", url_timeout="2", url_max_redirects="3")
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +112,7 @@ def test_redirects_are_followed_up_to_the_limit(url_server: Server, url_key: str
         ("/big", -5, "larger than"),
         ("/big-chunked", -5, "larger than"),
         ("/slow", -3, "timed out"),
+        ("/trickle", -3, "longer than 2 seconds"),
         ("/text", -7, "not a decodable image"),
         ("/to-metadata", -3, "non-public"),
     ],
@@ -114,12 +126,50 @@ def test_failed_downloads_end_the_task(url_server: Server, url_key: str, host: s
 
 def test_unreachable_host_is_minus_3(url_server: Server, url_key: str) -> None:
     body = run(url_server, url_key, "http://127.0.0.1:9/photo.jpg")  # discard port: nothing listens
-    assert body["data"]["state"] == -3
+    assert body["data"]["state"] == -3 and "non-public" not in body["message"]
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/photo.jpg", "http://[::1]:{port}/photo.jpg",
-                                 "http://10.0.0.1/photo.jpg", "http://169.254.169.254/",
-                                 "http://224.0.0.1/", "http://0.0.0.0/"])
+def test_allow_list_opens_one_port_not_the_host(url_server: Server, url_key: str) -> None:
+    """Allowing the test image server on 127.0.0.1 does not let image_url reach the API there."""
+    body = run(url_server, url_key, f"{url_server.base_url}/healthz")
+    assert body["data"]["state"] == -3 and "non-public" in body["message"]
+
+
+def test_a_network_in_the_allow_list_stops_the_server_with_a_message(server_factory: ServerFactory) -> None:
+    srv = server_factory(start=False, url_allowlist="127.0.0.0/8")
+    with pytest.raises(RuntimeError, match="server exited"):
+        srv.start()
+    deadline = time.monotonic() + 10
+    while "entries are host:port" not in srv.log.read_text():  # the log relay may finish just after
+        assert time.monotonic() < deadline, srv.log.read_text()
+        time.sleep(0.1)
+    assert "invalid configuration" in srv.log.read_text()
+
+
+def test_slow_download_times_out_without_delaying_uploads(server_factory: ServerFactory, host: str,
+                                                          photo: bytes) -> None:
+    """A trickling image_url ends -8 at the task's deadline, and an upload sent after
+    it is processed meanwhile: downloads never hold a worker."""
+    srv = server_factory(url_allowlist=host.removeprefix("http://"), task_timeout="4", workers="1")
+    key = srv.make_key()
+    slow = srv.create(key, {"image_url": f"{host}/trickle"}).json()["data"]["task_id"]
+    upload = srv.create(key, {"sync": 1}, photo).json()["data"]
+    assert upload["state"] == 1
+    assert srv.task(key, slow).json()["data"]["state"] == 2  # still downloading
+    body = srv.wait(key, slow)
+    assert body["data"]["state"] == -8 and "timed out" in body["message"]
+    data = body["data"]
+    assert int(data["completed_at"]) - int(data["processed_at"]) <= 4 + 2  # ended at its deadline
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:{port}/photo.jpg", "http://[::1]:{port}/photo.jpg", "http://10.0.0.1/photo.jpg",
+    "http://169.254.169.254/", "http://224.0.0.1/", "http://0.0.0.0/", "http://100.64.0.1/", "http://[::]/",
+    "http://[fe80::1]/", "http://[fc00::1]/", "http://[ff02::1]/",
+    # IPv6 that carries 127.0.0.1 or 10.0.0.1: IPv4-mapped and -compatible, 6to4, NAT64, local NAT64, Teredo.
+    "http://[::ffff:127.0.0.1]:{port}/", "http://[::7f00:1]:{port}/", "http://[2002:7f00:1::]:{port}/",
+    "http://[64:ff9b::a00:1]/", "http://[64:ff9b:1::a00:1]/", "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+])
 def test_private_addresses_are_refused_without_allow_list(server: Server, key: str, host: str, url: str) -> None:
     port = host.rsplit(":", 1)[1]
     body = run(server, key, url.format(port=port))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -14,8 +15,9 @@ class ApiError(Exception):
         self.message = message
 
 
-def envelope(status: int, message: str, data: dict[str, Any] | None = None) -> JSONResponse:
+def envelope(status: int, message: str, data: dict[str, Any] | None = None,
+             headers: Mapping[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"status": status, "message": message}
     if data is not None:
         body["data"] = data
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
