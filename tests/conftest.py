@@ -60,7 +60,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
-                if self.http.get("/healthz").status_code == 200:
+                # Answering at all is ready; a 500 names a shared component that is down.
+                if self.http.get("/healthz").status_code in (200, 500):
                     return self
             except httpx.HTTPError:
                 pass
@@ -71,6 +72,10 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        """Stop for good (a deployment also drops its database and queue)."""
+        self.stop(kill=True)
 
     # -- API helpers --------------------------------------------------------------
     def create(self, key: str, data: dict[str, str] | None = None,
@@ -94,19 +99,35 @@ class Server:
 ServerFactory = Callable[..., Server]
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test module naming ``TOPOLOGIES`` (e.g. ("embedded", "redis", "amqp")) runs once
+    against each: the embedded server, or a scale-out deployment with that broker."""
+    topologies = getattr(metafunc.module, "TOPOLOGIES", None)
+    if topologies and "server_factory" in metafunc.fixturenames:
+        metafunc.parametrize("server_factory", topologies, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+def server_factory(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    topology = getattr(request, "param", "embedded")
     started: list[Server] = []
 
     def make(data_dir: Path | None = None, start: bool = True, **env: str) -> Server:
         d = data_dir or tmp_path_factory.mktemp("clothseg")
-        srv = Server(d, {f"CLOTHSEG_{k.upper()}": v for k, v in env.items()})
+        settings = {f"CLOTHSEG_{k.upper()}": v for k, v in env.items()}
+        if topology == "embedded":
+            srv = Server(d, settings)
+        else:
+            from tests.deployment import Deployment
+
+            srv = Deployment(d, settings, broker=topology)
         started.append(srv)
         return srv.start() if start else srv
 
     yield make
     for srv in started:
-        srv.stop(kill=True)
+        srv.close()
 
 
 @pytest.fixture(scope="module")

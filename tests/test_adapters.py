@@ -35,7 +35,7 @@ def test_label_maps_put_garments_where_they_belong() -> None:
 def _check_engine(model: str) -> None:
     engine = load_engine(model, threads=1)
     rgb = np.random.default_rng(0).integers(0, 255, (120, 90, 3), dtype=np.uint8)
-    probs, _ = engine.fine_probabilities(rgb)
+    probs = engine.parse(rgb).full_probabilities()
     assert probs.shape[0] == len(FINE_LABELS)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-4)
     seg = engine.segment(rgb, SegmentOptions(class_type=4, output_type=3))

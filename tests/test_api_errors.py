@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import select
+import shutil
 import socket
 import time
 
@@ -12,6 +13,9 @@ import numpy as np
 import pytest
 from conftest import TASKS, Server, ServerFactory
 from PIL import Image
+
+# Against the embedded server and the scale-out with each broker (see test_api_tasks).
+TOPOLOGIES = ("embedded", "redis", "amqp")
 
 
 def png(width: int, height: int, color: tuple[int, int, int] = (128, 128, 128)) -> bytes:
@@ -44,6 +48,29 @@ def test_bad_parameters_are_400_naming_the_field(server: Server, key: str, photo
     assert resp.status_code == 400
     body = resp.json()
     assert body["status"] == 400 and field in body["message"]
+
+
+@pytest.mark.parametrize("field", ["class_type", "sync", "image_url"])
+def test_a_doubled_field_is_400(server: Server, key: str, photo: bytes, field: str) -> None:
+    values = {"image_url": ["http://example.com/a.jpg", "http://example.com/b.jpg"]}.get(field, ["1", "2"])
+    files = None if field == "image_url" else {"image_file": ("a.jpg", photo)}
+    resp = server.http.post(TASKS, headers={"X-API-KEY": key}, data={field: values}, files=files)
+    assert resp.status_code == 400 and f"{field} was sent more than once" in resp.json()["message"]
+
+
+def test_two_image_files_are_400(server: Server, key: str, photo: bytes) -> None:
+    files = [("image_file", ("a.jpg", photo)), ("image_file", ("b.jpg", photo))]
+    resp = server.http.post(TASKS, headers={"X-API-KEY": key}, files=files)
+    assert resp.status_code == 400 and "image_file was sent more than once" in resp.json()["message"]
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("DELETE", TASKS + "/some-task", "GET"), ("PUT", TASKS, "POST"), ("POST", "/healthz", "GET"),
+])
+def test_wrong_method_is_405_with_allow(server: Server, method: str, path: str, allow: str) -> None:
+    resp = server.http.request(method, path)
+    assert resp.status_code == 405 and resp.json()["status"] == 405
+    assert resp.headers["allow"] == allow
 
 
 def test_empty_image_file_is_400(server: Server, key: str) -> None:
@@ -239,6 +266,7 @@ def test_upload_that_cannot_be_stored_is_500_and_holds_no_credit(server_factory:
     srv = server_factory()
     key = srv.make_key(credits=3)
     results = srv.data_dir / "results"
+    shutil.rmtree(results, ignore_errors=True)  # /healthz's probe write may have made it
     results.write_text("a file where the results folder should be")
     resp = srv.create(key, {"sync": 1}, photo)
     assert resp.status_code == 500 and "could not store the upload" in resp.json()["message"]

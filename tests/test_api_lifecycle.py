@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -47,7 +48,7 @@ def test_links_and_tasks_expire_and_are_swept(server_factory: ServerFactory, pho
     data = srv.create(key, {"sync": 1, "class_type": 3}, photo).json()["data"]
     url = data["class_masks"]["hair"]
     expires = int(url.split("expires=")[1].split("&")[0])
-    assert expires == int(data["completed_at"]) + 2 or expires == int(data["completed_at"]) + 3
+    assert expires == int(float(data["completed_at"]) + 2) or expires == int(data["completed_at"]) + 3
     assert httpx.get(url).status_code == 200
     time.sleep(4.5)
     resp = httpx.get(url)
@@ -56,10 +57,29 @@ def test_links_and_tasks_expire_and_are_swept(server_factory: ServerFactory, pho
     assert not (srv.data_dir / "results" / data["task_id"]).exists()
 
 
+def test_expiry_is_one_moment_for_links_task_and_caches(server_factory: ServerFactory, photo: bytes) -> None:
+    """When the links expire the task is gone too, whenever the sweeper runs; and no
+    cache may keep a result longer than its link works."""
+    srv = server_factory(result_ttl="3", sweep_interval="3600")
+    key = srv.make_key()
+    data = srv.create(key, {"sync": 1, "class_type": 3}, photo).json()["data"]
+    url = data["class_masks"]["hair"]
+    expires = int(url.split("expires=")[1].split("&")[0])
+    resp = httpx.get(url)
+    assert resp.status_code == 200
+    max_age = int(resp.headers["cache-control"].split("max-age=")[1])
+    assert 0 <= max_age <= 3 and time.time() + max_age <= expires + 1
+    while time.time() <= expires + 0.5:
+        time.sleep(0.25)
+    assert httpx.get(url).status_code == 404
+    assert srv.task(key, data["task_id"]).status_code == 404  # no dead links are handed out
+    assert (srv.data_dir / "results" / data["task_id"]).exists()  # although nothing has been swept yet
+
+
 def test_serve_creates_a_first_key_on_a_fresh_install(server_factory: ServerFactory, photo: bytes) -> None:
     srv = server_factory()
-    printed = srv.log.read_text()
-    key = next(line.strip() for line in printed.splitlines() if line.startswith("cs_"))
+    records = [json.loads(line) for line in srv.log.read_text().splitlines()]
+    key = next(r["api_key"] for r in records if "api_key" in r)
     assert srv.create(key, {"sync": 1}, photo).json()["data"]["state"] == 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 import zipfile
 
@@ -15,6 +16,11 @@ from conftest import TASKS, Server
 from PIL import Image
 
 from clothseg.engine.taxonomy import API_CLASSES, CLASS_TYPES
+
+# The same tests against the embedded server and against the scale-out (two API
+# nodes taking requests in turn, two Celery workers, PostgreSQL, Redis, a shared
+# results folder) with each broker.
+TOPOLOGIES = ("embedded", "redis", "amqp")
 
 
 def fetch_png(url: str) -> np.ndarray:
@@ -136,6 +142,10 @@ def test_result_links_are_signed(server: Server, key: str, photo: bytes) -> None
     assert httpx.get(other).status_code == 404
     unsigned = url.split("?")[0]
     assert httpx.get(unsigned).status_code == 404
+    for expires in ("abc", "-1", "1e9", "", "١٢٣"):  # not a number of seconds: an invalid link, not a bad request
+        malformed = re.sub(r"expires=\d+", f"expires={expires}", url)
+        resp = httpx.get(malformed)
+        assert resp.status_code == 404 and resp.json()["message"] == "invalid result link", expires
 
 
 def test_numbers_may_be_sent_as_strings_or_numbers(server: Server, key: str, photo: bytes) -> None:
@@ -150,12 +160,16 @@ def test_openapi_docs_describe_the_create_form(server: Server) -> None:
     form = spec["paths"][TASKS]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"image_file", "image_url", "sync", "detail_mode", "output_type", "quality",
             "class_type", "return_base64"} <= set(form["properties"])
+    sources = [set(branch["required"]) for branch in form["oneOf"]]  # exactly one image source
+    assert sources == [{"image_file"}, {"image_url"}] and "exactly one" in form["description"].lower()
     assert TASKS + "/{task_id}" in spec["paths"]
 
 
 def test_healthz_and_metrics(server: Server, key: str, photo: bytes) -> None:
     server.create(key, {"sync": 1}, photo)
-    assert server.http.get("/healthz").json()["data"]["queue_depth"] >= 0
+    health = server.http.get("/healthz").json()
+    assert health["data"]["queue_depth"] >= 0
+    assert health["data"]["components"] == {"database": "ok", "qps_limiter": "ok", "storage": "ok", "queue": "ok"}
     text = server.http.get("/metrics").text
     for name in ("clothseg_http_requests_total", "clothseg_task_seconds_bucket", "clothseg_queue_depth",
                  "clothseg_task_failures_total"):

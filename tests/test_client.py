@@ -86,7 +86,7 @@ def test_url_source(server_factory: ServerFactory) -> None:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        srv = server_factory(url_allowlist="127.0.0.1/32")
+        srv = server_factory(url_allowlist=f"127.0.0.1:{httpd.server_address[1]}")
         with Client(srv.base_url, srv.make_key()) as c:
             result = c.segment(f"http://127.0.0.1:{httpd.server_address[1]}/{PHOTO.name}", class_type=1)
         assert set(result.masks) == set(CLASS_TYPES[1])

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import base64
 import logging
-import secrets
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
@@ -25,15 +28,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clothseg import __version__
 from clothseg import observability as obs
-from clothseg.accounts import Accounts, InsufficientCredits, KeyInfo, TokenBucketLimiter
+from clothseg.accounts import TASK_COST, InsufficientCredits, KeyInfo, LimiterUnavailable
+from clothseg.api import schema
 from clothseg.api.envelope import ApiError, envelope
-from clothseg.api.form import CHOICES, parse_create_form
+from clothseg.api.form import parse_create_form, parse_idempotency_key
 from clothseg.config import MB, Settings
-from clothseg.database import open_database
-from clothseg.engine import load_engine
-from clothseg.storage import LinkSigner, LocalResultStore, StorageError
-from clothseg.tasks import ZIP_NAME, Job, QueueFull, TaskService, TaskState, ThreadPoolDispatcher
+from clothseg.storage import StorageError
+from clothseg.tasks import ZIP_NAME, IdempotencyConflict, Job, QueueFull, TaskState
+from clothseg.tasks.dispatch import QueueUnavailable
 from clothseg.tasks.models import TaskRecord
+from clothseg.wiring import build_services
 
 log = logging.getLogger("clothseg.api")
 
@@ -73,52 +77,47 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
 
-def load_secret(data_dir: Path) -> bytes:
-    """The link-signing secret, made once per data directory."""
-    path = data_dir / "secret.key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
-    return path.read_bytes()
-
-
 def _ts(value: float | None) -> str | None:
     return None if value is None else str(int(value))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     cfg = settings or Settings()
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    sessions = open_database(cfg.database_url)
-    accounts = Accounts(sessions)
-    limiter = TokenBucketLimiter()
-    store = LocalResultStore(cfg.results_dir)
-    signer = LinkSigner(load_secret(cfg.data_dir), cfg.result_ttl_seconds)
-    dispatcher = ThreadPoolDispatcher(cfg.workers)
-    tasks = TaskService(sessions, store, accounts, cfg, dispatcher,
-                        lambda: load_engine(cfg.model_path or None, cfg.engine_threads))
+    parts = build_services(cfg)
+    accounts, limiter, store, signer = parts.accounts, parts.limiter, parts.store, parts.signer
+    dispatcher, downloads, notifier, tasks = parts.dispatcher, parts.downloads, parts.notifier, parts.tasks
     stop = threading.Event()
 
-    def sweeper() -> None:
+    def housekeeping() -> None:
+        """Every node: delete expired results, recover tasks whose holder is gone."""
         while not stop.wait(cfg.sweep_interval_seconds):
             try:
                 if removed := tasks.sweep():
                     log.info("swept expired tasks", extra={"count": removed})
+                tasks.recover()
             except Exception:
-                log.exception("sweep failed")
+                log.exception("housekeeping failed")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks.engine()  # load the model before answering, not on the first task
-        tasks.recover()
+        if not cfg.distributed:
+            tasks.engine()  # load the model before answering, not on the first task
+        notifier.start()
+        tasks.start()
+        downloads.start(tasks.download)
+        # Embedded: this process held every task and its queue is gone.  Scale-out:
+        # only tasks whose lease ran out; the broker still holds the queue.
+        tasks.recover(at_start=not cfg.distributed)
         dispatcher.start(tasks.run)
-        thread = threading.Thread(target=sweeper, name="clothseg-sweeper", daemon=True)
+        thread = threading.Thread(target=housekeeping, name="clothseg-housekeeping", daemon=True)
         thread.start()
         log.info("clothseg ready", extra={"data_dir": str(cfg.data_dir), "workers": cfg.workers})
         yield
         stop.set()
+        downloads.stop()
         dispatcher.stop()
+        tasks.stop()
+        notifier.stop()
 
     app = FastAPI(
         title="clothseg", version=__version__, lifespan=lifespan,
@@ -135,13 +134,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
         message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-        return envelope(exc.status_code, message)
+        return envelope(exc.status_code, message, headers=exc.headers)  # 405 carries Allow
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
         return envelope(400, f"{field}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(DBAPIError)
+    async def _database_down(_: Request, exc: DBAPIError) -> Response:
+        # Handled here, not as an unexpected error, so the connection stays usable.
+        log.error("database unreachable", extra={"error": str(exc.orig)})
+        return envelope(500, "the server cannot reach its database right now; retry later")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
@@ -176,14 +181,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "processed_at": _ts(row.processed_at),
             "completed_at": _ts(row.completed_at),
         }
-        if row.state != TaskState.SUCCEEDED:
+        expires = tasks.expires_at(row)
+        if row.state != TaskState.SUCCEEDED or expires is None:
             return {k: v for k, v in data.items() if v is not None}
         base = (cfg.public_url or str(request.base_url)).rstrip("/")
-        expires = int((row.completed_at or time.time()) + cfg.result_ttl_seconds)
 
         def link(name: str) -> str:
             key = f"{row.id}/{name}"
-            return f"{base}/results/{key}?{signer.sign(key, expires)}"
+            # An object store hands out its own presigned link; the local disk is served by us.
+            return store.link(key, expires) or f"{base}/results/{key}?{signer.sign(key, expires)}"
 
         def inline(name: str) -> str:
             return base64.b64encode(tasks.read_result(row.id, name)).decode()
@@ -199,31 +205,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         message = "success" if row.state >= 0 else row.message
         return envelope(200, message, task_data(request, row))
 
-    # -- routes ----------------------------------------------------------------------
-    form_schema = {
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": {
-                "type": "object",
-                "properties": {
-                    "image_file": {"type": "string", "format": "binary",
-                                   "description": "Image upload (max 20 MB). Use this or image_url."},
-                    "image_url": {"type": "string", "description": "http(s) URL of the image (max 30 MB)."},
-                    **{f: {"type": "integer", "enum": list(allowed), "default": default}
-                       for f, (allowed, default) in CHOICES.items()},
-                },
-            }}},
-        },
-    }
+    async def start_task(key: KeyInfo, form: FormData, idempotency_key: str | None) -> tuple[str, bool]:
+        """(task id, sync) for a create form, or ApiError."""
+        upload, url, options, sync, return_base64 = parse_create_form(form)
+        if upload is not None:
+            if (upload.size or 0) > cfg.max_upload_bytes:
+                raise ApiError(413, _too_large(cfg))
+            if not upload.size:
+                raise ApiError(400, "image_file is empty")
+        # The upload stays in its spooled file: it is copied to storage, never read whole into memory.
+        job = Job(image=upload.file if upload else None, image_url=url, options=options,
+                  return_base64=return_base64)
+        try:
+            return await run_in_threadpool(tasks.create, key, job, idempotency_key), sync
+        except InsufficientCredits as exc:
+            raise ApiError(402, str(exc)) from None
+        except QueueFull as exc:
+            raise ApiError(429, str(exc)) from None
+        except IdempotencyConflict as exc:
+            raise ApiError(409, str(exc)) from None
+        except StorageError as exc:
+            log.error("cannot store an upload", extra={"error": str(exc)})
+            raise ApiError(500, "the server could not store the upload; retry later") from None
+        except QueueUnavailable as exc:
+            log.error("task queue unavailable", extra={"error": str(exc)})
+            raise ApiError(500, "the server cannot queue tasks right now (its broker is unreachable); "
+                                "retry later") from None
 
-    @app.post(TASKS_PATH, openapi_extra=form_schema, summary="Create a clothing segmentation task",
-              responses=_responses(200, 400, 401, 402, 413, 429, 500))
+    # -- routes ----------------------------------------------------------------------
+    @app.post(TASKS_PATH, summary="Create a clothing segmentation task", openapi_extra=schema.CREATE_OPERATION,
+              responses=schema.CREATE_RESPONSES)
     async def create_task(request: Request) -> Response:
         key = authenticate(request)
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > cfg.max_upload_bytes + FORM_OVERHEAD:
             raise ApiError(413, _too_large(cfg))
-        if not limiter.allow(key.id, key.qps):
+        if len(request.headers.getlist("idempotency-key")) > 1:
+            raise ApiError(400, "Idempotency-Key was sent more than once")
+        idempotency_key = parse_idempotency_key(request.headers.get("idempotency-key"))
+        try:
+            allowed = await run_in_threadpool(limiter.allow, key.id, key.qps)
+        except LimiterUnavailable as exc:
+            log.error("QPS limiter unavailable", extra={"error": str(exc)})
+            raise ApiError(500, "the server cannot check the QPS limit right now (Redis is unreachable); "
+                                "retry later") from None
+        if not allowed:
             raise ApiError(429, f"request frequency exceeds the QPS limit of {key.qps:g} for this key")
         try:
             form = await request.form(max_files=2, max_fields=32)
@@ -233,32 +259,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(400, "the client closed the connection while uploading") from None
         except Exception as exc:  # malformed multipart
             raise ApiError(400, f"the body must be multipart/form-data: {exc}") from None
-        upload, url, options, sync, return_base64 = parse_create_form(form)
-        image = None
-        if upload is not None:
-            if (upload.size or 0) > cfg.max_upload_bytes:
-                raise ApiError(413, _too_large(cfg))
-            image = await upload.read()
-            if not image:
-                raise ApiError(400, "image_file is empty")
-        job = Job(image=image, image_url=url, options=options, return_base64=return_base64)
         try:
-            task_id = await run_in_threadpool(tasks.create, key, job)
-        except InsufficientCredits as exc:
-            raise ApiError(402, str(exc)) from None
-        except QueueFull as exc:
-            raise ApiError(429, str(exc)) from None
-        except StorageError as exc:
-            log.error("cannot store an upload", extra={"error": str(exc)})
-            raise ApiError(500, "the server could not store the upload; retry later") from None
+            task_id, sync = await start_task(key, form, idempotency_key)
+        finally:
+            await form.close()  # the spooled upload file
         if not sync:
             return envelope(200, "success", {"task_id": task_id})
         row = await run_in_threadpool(tasks.wait, key.id, task_id, cfg.task_timeout_seconds + 30)
-        assert row is not None
+        if row is None:  # finished and expired already (a result lifetime shorter than the wait)
+            raise ApiError(404, "task not found")
         return task_response(request, row)
 
     @app.get(TASKS_PATH + "/{task_id}", summary="Query a clothing segmentation task",
-             responses=_responses(200, 401, 404, 500))
+             openapi_extra={"security": schema.SECURITY}, responses=schema.TASK_RESPONSES)
     async def get_task(task_id: str, request: Request) -> Response:
         key = authenticate(request)
         row = await run_in_threadpool(tasks.get, key.id, task_id)
@@ -266,20 +279,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(404, "task not found")
         return task_response(request, row)
 
+    @app.get("/api/account", summary="The calling key's credits and QPS limit (extension)",
+             openapi_extra={"security": schema.SECURITY}, responses=schema.ACCOUNT_RESPONSES)
+    async def get_account(request: Request) -> Response:
+        key = authenticate(request)
+        return envelope(200, "success", {
+            "credits": key.credits, "held": key.reserved, "available": key.credits - key.reserved,
+            "task_cost": TASK_COST, "qps": key.qps,
+        })
+
     @app.get("/results/{task_id}/{name}", summary="Download a result (signed link)",
-             responses={200: {"description": "The PNG mask or the ZIP",
-                              "content": {"image/png": {}, "application/zip": {}}}, **_responses(404)})
-    async def get_result(task_id: str, name: str, expires: int = 0, sig: str = "") -> Response:
+             responses=schema.RESULT_RESPONSES)
+    async def get_result(task_id: str, name: str,
+                         expires: Annotated[str, Query(description="Unix seconds, as signed")] = "",
+                         sig: Annotated[str, Query(description="The link's HMAC-SHA256")] = "") -> Response:
         key = f"{task_id}/{name}"
-        if not signer.verify(key, expires, sig):
-            expired = expires and time.time() > expires
+        until = int(expires) if expires.isdigit() and expires.isascii() else None
+        if until is None or not signer.verify(key, until, sig):
+            expired = until is not None and time.time() > until
             raise ApiError(404, "this result link has expired" if expired else "invalid result link")
         try:
             data = await run_in_threadpool(tasks.read_result, task_id, name)
         except KeyError:
             raise ApiError(404, "result not found") from None
         media = "application/zip" if name.endswith(".zip") else "image/png"
-        return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+        # Caches keep the file no longer than the link works.
+        max_age = max(0, until - int(time.time()))
+        return Response(data, media_type=media, headers={"Cache-Control": f"private, max-age={max_age}"})
 
     @app.get("/", include_in_schema=False)
     async def web_page() -> Response:
@@ -287,40 +313,56 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    @app.get("/healthz", summary="Liveness and queue depth")
-    async def healthz() -> Response:
-        depth = await run_in_threadpool(tasks.queue_depth)
-        return envelope(200, "ok", {"version": __version__, "queue_depth": depth})
+    probe_key = f"healthz/{uuid.uuid4().hex}"  # this node's own, so nodes sharing a store never collide
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    def components() -> tuple[dict[str, str], int]:
+        """Each shared component's reachability ("ok" or what failed), and the queue depth."""
+        checks, depth = {}, 0
+        try:
+            depth = tasks.queue_depth()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            limiter.check()
+            checks["qps_limiter"] = "ok"
+        except LimiterUnavailable as exc:
+            checks["qps_limiter"] = str(exc)
+        try:
+            store.put(probe_key, b"ok")
+            store.delete_prefix(probe_key)
+            checks["storage"] = "ok"
+        except (StorageError, OSError) as exc:
+            checks["storage"] = f"cannot write: {exc}"
+        try:
+            dispatcher.check()
+            checks["queue"] = "ok"
+        except QueueUnavailable as exc:
+            checks["queue"] = str(exc)
+        return checks, depth
+
+    @app.get("/healthz", summary="Liveness, shared components' reachability and queue depth",
+             responses=schema.HEALTH_RESPONSES)
+    async def healthz() -> Response:
+        checks, depth = await run_in_threadpool(components)
+        failing = [f"{name}: {state}" for name, state in checks.items() if state != "ok"]
+        if failing:
+            return envelope(500, "unhealthy: " + "; ".join(failing))
+        return envelope(200, "ok", {"version": __version__, "queue_depth": depth, "components": checks})
+
+    @app.get("/metrics", summary="Prometheus metrics", responses=schema.METRICS_RESPONSES)
     async def metrics() -> Response:
         obs.QUEUE_DEPTH.set(await run_in_threadpool(tasks.queue_depth))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = schema.finish(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-STATUS_MEANINGS = {
-    200: "Success. For a task, look at data.state: 1 done, >1 running, <0 failed (message says why).",
-    400: "A parameter is missing or invalid; the message names the field.",
-    401: "Missing, unknown or revoked X-API-KEY.",
-    402: "The key has fewer than 3 available credits.",
-    404: "No such task for this key, or the result link is invalid or expired.",
-    413: "The upload exceeds 20 MB.",
-    429: "The key's QPS limit is exceeded, or the task queue is full.",
-    500: "Unexpected server error.",
-}
-ENVELOPE_SCHEMA = {
-    "type": "object",
-    "required": ["status", "message"],
-    "properties": {"status": {"type": "integer"}, "message": {"type": "string"}, "data": {"type": "object"}},
-}
-
-
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI descriptions of the envelope answers a route gives."""
-    return {code: {"description": STATUS_MEANINGS[code],
-                   "content": {"application/json": {"schema": ENVELOPE_SCHEMA}}} for code in codes}
 
 
 def _too_large(cfg: Settings) -> str:

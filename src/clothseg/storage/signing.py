@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from clothseg.storage.models import SigningSecret
 
 
 class LinkSigner:
@@ -24,3 +31,22 @@ class LinkSigner:
         if (now if now is not None else time.time()) > expires:
             return False
         return hmac.compare_digest(self._signature(key, expires), sig)
+
+
+def shared_secret(sessions: sessionmaker, legacy_file: Path | None = None) -> bytes:
+    """The link-signing key every node sharing the database uses, made once.  An
+    embedded data folder's older ``secret.key`` is adopted, so its links keep working."""
+    with sessions.begin() as s:
+        row = s.get(SigningSecret, "links")
+        if row is not None:
+            return row.value
+    value = legacy_file.read_bytes() if legacy_file is not None and legacy_file.is_file() else secrets.token_bytes(32)
+    try:
+        with sessions.begin() as s:
+            s.add(SigningSecret(name="links", value=value))
+    except IntegrityError:
+        pass  # another node made it at the same moment: use theirs
+    with sessions.begin() as s:
+        row = s.get(SigningSecret, "links")
+        assert row is not None
+        return row.value

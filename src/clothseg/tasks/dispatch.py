@@ -1,7 +1,7 @@
 """How queued task ids reach a worker.
 
-The embedded mode runs a pool of worker threads in the server process; a
-Celery/Redis dispatcher (scale-out) implements the same two methods.
+The embedded mode runs a pool of worker threads in the server process; the
+scale-out publishes them to Celery workers (tasks/celery_queue.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,18 @@ from typing import Protocol
 log = logging.getLogger("clothseg.tasks")
 
 
+class QueueUnavailable(RuntimeError):
+    """The queue (a broker) cannot take a task now: create answers 500 and holds no credit."""
+
+
 class Dispatcher(Protocol):
-    def submit(self, task_id: str) -> None: ...
+    def submit(self, task_id: str) -> None:
+        """Raise QueueUnavailable if the queue cannot take it now."""
+        ...
+
+    def check(self) -> None:
+        """Raise QueueUnavailable if the queue is unreachable (for /healthz)."""
+        ...
 
     def start(self, run: Callable[[str], None]) -> None:
         """Begin handing submitted ids to ``run`` (which never raises)."""
@@ -33,6 +43,9 @@ class ThreadPoolDispatcher:
 
     def submit(self, task_id: str) -> None:
         self._queue.put(task_id)
+
+    def check(self) -> None:
+        pass  # in this process: always there
 
     def start(self, run: Callable[[str], None]) -> None:
         def loop() -> None:

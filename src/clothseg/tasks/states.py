@@ -17,6 +17,7 @@ class TaskState(IntEnum):
     QUEUED = 0
     SUCCEEDED = 1
     PREPARING = 2
+    WAITING = 3  # image_url downloaded, waiting for a worker
     PROCESSING = 4
     PUBLISHING = 5
     # -14 "input image content does not meet the requirements": over 4096 px a side.
@@ -27,7 +28,10 @@ class TaskState(IntEnum):
         return self < 0 or self == TaskState.SUCCEEDED
 
 
-RUNNING_STATES = (TaskState.PREPARING, TaskState.PROCESSING, TaskState.PUBLISHING)
+# States a restart finds a task in when it was being worked on.
+RUNNING_STATES = (TaskState.PREPARING, TaskState.WAITING, TaskState.PROCESSING, TaskState.PUBLISHING)
+# States of a task that waits for a worker.
+WAITING_STATES = (TaskState.QUEUED, TaskState.WAITING)
 
 
 class TaskFailure(Exception):
