@@ -52,6 +52,11 @@ class RoundRobin(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
+def link_endpoint(endpoint: str) -> str:
+    """The S3 endpoint under the name clients use in these tests."""
+    return endpoint.replace("127.0.0.1", "localhost")
+
+
 class Deployment(Server):
     """``nodes`` API nodes and ``workers`` workers; ``env`` as for a Server (CLOTHSEG_* names)."""
 
@@ -76,7 +81,8 @@ class Deployment(Server):
             import boto3
 
             boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-            env = {"AWS_ENDPOINT_URL": endpoint, **env}
+            # Links name the server as clients reach it (localhost), uploads go to 127.0.0.1.
+            env = {"AWS_ENDPOINT_URL": endpoint, "CLOTHSEG_STORAGE_LINK_ENDPOINT": link_endpoint(endpoint), **env}
             storage_url = f"s3://{bucket}/results"
         shared = {
             "CLOTHSEG_DATABASE_URL": self.database, "CLOTHSEG_REDIS_URL": REDIS_URL,

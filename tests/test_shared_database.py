@@ -113,6 +113,7 @@ def test_with_redis_down_healthz_and_creates_say_so_and_hold_no_credit(
     ({"broker_url": "redis://127.0.0.1:6379/1"}, "CLOTHSEG_BROKER_URL runs tasks on workers"),
     ({"broker_url": "kafka://127.0.0.1:9092"}, "must be redis://... or amqp://"),
     ({"storage_url": "ftp://files/results"}, "CLOTHSEG_STORAGE_URL"),
+    ({"storage_link_endpoint": "https://files.example.com"}, "it needs CLOTHSEG_STORAGE_URL=s3://"),
 ])
 def test_a_half_configured_setup_is_refused_with_a_message(server_factory: ServerFactory, tmp_path: Path,
                                                            env: dict[str, str], words: str) -> None:

@@ -162,6 +162,32 @@ def test_a_link_works_until_it_expires_then_is_refused(client: BaseClient, bucke
     assert 400 <= httpx.get(url).status_code < 500
 
 
+def test_links_can_point_to_the_endpoint_clients_reach(s3_endpoint: str, client: BaseClient, bucket: str,
+                                                       tmp_path: Path) -> None:
+    # The service talks to the server as 127.0.0.1; its clients reach the same server as localhost.
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    store = open_store(f"s3://{bucket}/results", tmp_path, link_endpoint=public)
+    store.put("task/hair.png", b"mask bytes")
+    assert object_names(client, bucket) == ["results/task/hair.png"]
+    url = store.link("task/hair.png", int(time.time()) + 60)
+    assert url.startswith(f"{public}/{bucket}/results/task/hair.png?X-Amz-")
+    assert httpx.get(url).content == b"mask bytes"
+    assert describe_store(f"s3://{bucket}/results", tmp_path, public) == (
+        f"s3://{bucket}/results at {s3_endpoint}, links via {public}")
+
+
+@pytest.mark.parametrize(("storage_url", "endpoint", "why"), [
+    ("", "https://files.example.com", "needs CLOTHSEG_STORAGE_URL=s3://"),
+    ("file:///srv/results", "https://files.example.com", "needs CLOTHSEG_STORAGE_URL=s3://"),
+    ("s3://bucket", "files.example.com", "must be an http(s) URL"),
+    ("s3://bucket", "ftp://files.example.com", "must be an http(s) URL"),
+])
+def test_a_link_endpoint_needs_s3_storage_and_an_http_url(storage_url: str, endpoint: str, why: str) -> None:
+    with pytest.raises(ValueError, match="CLOTHSEG_STORAGE_LINK_ENDPOINT") as refused:
+        open_store(storage_url, Path("/default"), link_endpoint=endpoint)
+    assert why in str(refused.value)
+
+
 def test_link_lifetime_is_at_least_a_second_and_at_most_a_week(client: BaseClient, bucket: str) -> None:
     store = S3ResultStore(bucket, client=client)
     now = int(time.time())

@@ -87,6 +87,9 @@ class Settings:
     queue_name: str = field(default_factory=lambda: _env("QUEUE", "clothseg"))
     # Where results live: file:///shared/folder or s3://bucket/prefix; empty = <data dir>/results.
     storage_url: str = field(default_factory=lambda: _env("STORAGE_URL", ""))
+    # With s3:// storage: the endpoint clients reach the bucket at, which result links
+    # point to (e.g. https://files.example.com); empty = the endpoint the service uses.
+    storage_link_endpoint: str = field(default_factory=lambda: _env("STORAGE_LINK_ENDPOINT", ""))
     # A process working on a task renews its lease every third of this; a task whose
     # lease ran out (its process died) is recovered by any API node.
     lease_seconds: float = field(default_factory=lambda: float(_env("LEASE_SECONDS", "30")))
@@ -113,10 +116,11 @@ class Settings:
             if missing:
                 raise ValueError("CLOTHSEG_BROKER_URL runs tasks on workers on other machines, which also "
                                  "need: " + "; ".join(missing))
-        if self.storage_url:
-            from clothseg.storage.urls import parse_storage_url
+        if self.storage_url or self.storage_link_endpoint:
+            from clothseg.storage.urls import check_link_endpoint, parse_storage_url
 
             parse_storage_url(self.storage_url, self.results_dir)  # its ValueError names the setting
+            check_link_endpoint(self.storage_link_endpoint, self.storage_url)
         if self.lease_seconds <= 0:
             raise ValueError("CLOTHSEG_LEASE_SECONDS must be positive")
 
@@ -149,7 +153,7 @@ class Settings:
 
         redis_shown = f"redis {_masked(self.redis_url)} (prefix {self.redis_prefix})"
         return {"database": masked_url(self.database_url),
-                "results": describe_store(self.storage_url, self.results_dir),
+                "results": describe_store(self.storage_url, self.results_dir, self.storage_link_endpoint),
                 "qps_limiter": redis_shown if self.redis_url else "in-process",
                 "notifications": redis_shown if self.redis_url else "in-process",
                 "workers": (f"celery workers via {self.broker_url_masked} (queue {self.queue_name})"

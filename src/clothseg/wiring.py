@@ -45,7 +45,7 @@ def build_services(cfg: Settings, dispatcher: Dispatcher | None = None) -> Servi
     limiter: RateLimiter = (RedisTokenBucketLimiter(cfg.redis_url, cfg.redis_prefix) if cfg.redis_url
                             else TokenBucketLimiter())
     notifier: Notifier = RedisNotifier(cfg.redis_url, cfg.redis_prefix) if cfg.redis_url else LocalNotifier()
-    store = open_store(cfg.storage_url, cfg.results_dir)
+    store = open_store(cfg.storage_url, cfg.results_dir, cfg.storage_link_endpoint)
     signer = LinkSigner(shared_secret(sessions, cfg.data_dir / "secret.key"), cfg.result_ttl_seconds)
     if dispatcher is None:
         if cfg.distributed:

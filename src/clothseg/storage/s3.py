@@ -39,11 +39,12 @@ MAX_LINK_SECONDS = 7 * 24 * 3600
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 
 
-def make_client() -> BaseClient:
-    """An S3 client configured from the environment and ~/.aws, with CLIENT_CONFIG."""
+def make_client(endpoint_url: str | None = None) -> BaseClient:
+    """An S3 client configured from the environment and ~/.aws, with CLIENT_CONFIG;
+    ``endpoint_url`` overrides the endpoint they name."""
     # A session of its own: boto3's default session is not safe to build clients from
     # concurrently, while a built client is safe to share between threads.
-    return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=CLIENT_CONFIG)
 
 
 def _reason(exc: Exception) -> str:
@@ -64,12 +65,17 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 class S3ResultStore:
     """Objects named ``<prefix>/<key>`` in ``bucket``; the same keys and semantics as
-    LocalResultStore, plus presigned links that expire."""
+    LocalResultStore, plus presigned links that expire.  ``link_client`` signs the
+    links for the endpoint clients reach (e.g. a public hostname in front of a MinIO
+    that the service reaches on a private address); by default, ``client`` signs them."""
 
-    def __init__(self, bucket: str, prefix: str = "", client: BaseClient | None = None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", client: BaseClient | None = None,
+                 link_client: BaseClient | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._client = client if client is not None else make_client()
+        # Presigning is computed locally, so the service never needs to reach this endpoint.
+        self._link_client = link_client if link_client is not None else self._client
 
     @property
     def endpoint(self) -> str:
@@ -81,8 +87,14 @@ class S3ResultStore:
         """``s3://bucket/prefix``: named in errors, which may reach clients, without the endpoint."""
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
+    @property
+    def link_endpoint(self) -> str:
+        """The endpoint URL result links point to."""
+        return str(self._link_client.meta.endpoint_url)
+
     def __repr__(self) -> str:
-        return f"{self.location} at {self.endpoint}"
+        links = f", links via {self.link_endpoint}" if self.link_endpoint != self.endpoint else ""
+        return f"{self.location} at {self.endpoint}{links}"
 
     def _name(self, key: str) -> str:
         check_key(key)
@@ -153,7 +165,7 @@ class S3ResultStore:
         name = self._name(key)
         seconds = min(MAX_LINK_SECONDS, max(1, int(expires) - int(time.time())))
         try:
-            return str(self._client.generate_presigned_url(
+            return str(self._link_client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=seconds))
         except (BotoCoreError, ClientError) as exc:  # e.g. no credentials to sign with
             raise StorageError(f"cannot make a link to result {key} in {self.location}: {_reason(exc)}") from exc

@@ -57,21 +57,38 @@ def parse_storage_url(url: str, default_root: Path) -> StorageURL:
     raise _refuse(url, f"unknown scheme {parts.scheme!r}")
 
 
-def open_store(url: str, default_root: Path) -> ResultStore:
+def check_link_endpoint(endpoint: str, storage_url: str) -> None:
+    """ValueError unless CLOTHSEG_STORAGE_LINK_ENDPOINT ``endpoint`` is empty, or an
+    http(s) URL beside s3:// storage."""
+    if not endpoint:
+        return
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"CLOTHSEG_STORAGE_LINK_ENDPOINT must be an http(s) URL such as "
+                         f"https://files.example.com, got {endpoint!r}")
+    if urlsplit(storage_url.strip()).scheme != "s3":
+        raise ValueError("CLOTHSEG_STORAGE_LINK_ENDPOINT names where clients reach an S3 bucket; it needs "
+                         "CLOTHSEG_STORAGE_URL=s3://bucket[/prefix] (results on disk are served by the API)")
+
+
+def open_store(url: str, default_root: Path, link_endpoint: str = "") -> ResultStore:
     """The store CLOTHSEG_STORAGE_URL names: "" for ``default_root`` on this machine's disk,
-    ``file:///path`` for a folder, ``s3://bucket[/prefix]`` for a bucket; ValueError otherwise."""
+    ``file:///path`` for a folder, ``s3://bucket[/prefix]`` for a bucket, its links
+    pointing to ``link_endpoint`` if given; ValueError otherwise."""
     where = parse_storage_url(url, default_root)
+    check_link_endpoint(link_endpoint, url)
     if where.folder is not None:
         return LocalResultStore(where.folder)
     # Imported here so that deployments on local disk never load boto3 (a quarter second).
-    from clothseg.storage.s3 import S3ResultStore
+    from clothseg.storage.s3 import S3ResultStore, make_client
 
-    return S3ResultStore(where.bucket, where.prefix)
+    return S3ResultStore(where.bucket, where.prefix,
+                         link_client=make_client(link_endpoint) if link_endpoint else None)
 
 
-def describe_store(url: str, default_root: Path) -> str:
-    """One line for the start-up log: the folder, or the bucket, prefix and endpoint."""
-    store = open_store(url, default_root)
+def describe_store(url: str, default_root: Path, link_endpoint: str = "") -> str:
+    """One line for the start-up log: the folder, or the bucket, prefix and endpoint(s)."""
+    store = open_store(url, default_root, link_endpoint)
     if isinstance(store, LocalResultStore):
         return f"folder {store.root}"
     return repr(store)  # s3://bucket/prefix at https://endpoint
