@@ -114,8 +114,9 @@ class Deployment(Server):
             for key in client.scan_iter(match=f"*{self.prefix}*"):
                 client.delete(key)
 
-    def start_worker(self, replacing: int | None = None) -> None:
-        """A new worker process (in the place of worker ``replacing``, killed if alive)."""
+    def start_worker(self, replacing: int | None = None, wait: bool = True) -> None:
+        """A new worker process (in the place of worker ``replacing``, killed if alive;
+        then, with ``wait``, until every worker is ready)."""
         name = f"worker{self._started_workers}"
         self._started_workers += 1
         log_path = self.data_dir.parent / f"{name}.log"
@@ -134,7 +135,8 @@ class Deployment(Server):
             old.kill()
             old.wait()
         self.workers[replacing], self.worker_logs[replacing] = proc, log_path
-        self._wait_for_workers()
+        if wait:
+            self.wait_for_workers()
 
     def start(self) -> Deployment:
         self.cli("db", "upgrade")
@@ -143,10 +145,10 @@ class Deployment(Server):
             self.start_worker()
         for node in self.nodes:
             node.start()
-        self._wait_for_workers()
+        self.wait_for_workers()
         return self
 
-    def _wait_for_workers(self) -> None:
+    def wait_for_workers(self) -> None:
         """Until every worker has loaded its model and listens (its log says it is ready)."""
         deadline = time.monotonic() + 120
         logs = self.worker_logs

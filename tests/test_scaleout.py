@@ -101,6 +101,30 @@ def test_a_worker_killed_holding_tasks_loses_none_and_charges_none_twice(
         s3_deployment.start_worker(replacing=0)
 
 
+def test_healthz_counts_live_workers_and_fails_with_none(s3_deployment: Deployment) -> None:
+    def health_once_workers_are(count: int) -> httpx.Response:
+        deadline = time.monotonic() + 15  # a killed worker's report expires after one lease (3 s here)
+        while True:
+            answer = s3_deployment.http.get("/healthz")
+            if answer.status_code == 200 and answer.json()["data"]["workers"] == count or (
+                    count == 0 and answer.status_code == 500):
+                return answer
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.2)
+
+    assert health_once_workers_are(2).json()["data"]["components"]["workers"] == "ok"
+    try:
+        for victim in s3_deployment.workers:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+        assert "workers: none alive" in health_once_workers_are(0).json()["message"]
+    finally:
+        for i in range(len(s3_deployment.workers)):
+            s3_deployment.start_worker(replacing=i, wait=False)
+        s3_deployment.wait_for_workers()
+    assert health_once_workers_are(2).json()["data"]["components"]["workers"] == "ok"
+
+
 def test_restarting_an_api_node_leaves_tasks_that_live_workers_run_alone(
         s3_deployment: Deployment, photo: bytes) -> None:
     key = s3_deployment.make_key(qps=1000)

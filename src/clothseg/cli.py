@@ -216,10 +216,13 @@ def worker(
     services.tasks.engine()  # load the model before taking a task
     services.tasks.start()
     register_worker_task(celery, services.tasks.run)
+    assert services.roster is not None  # a worker is always distributed
+    services.roster.start_reporting()
     log.info("worker ready", extra={"concurrency": settings.workers, "metrics_port": settings.metrics_port})
     # Threads share the one loaded model; the model's own threads use the cores.
     celery.Worker(pool="threads", concurrency=settings.workers, quiet=True, loglevel="WARNING",
                   without_heartbeat=False, without_mingle=True, without_gossip=True).start()
+    services.roster.stop_reporting()
     services.tasks.stop()
 
 

@@ -21,6 +21,7 @@ from clothseg.storage.signing import shared_secret
 from clothseg.tasks import DownloadPool, TaskService, ThreadPoolDispatcher
 from clothseg.tasks.dispatch import Dispatcher
 from clothseg.tasks.notify import LocalNotifier, Notifier, RedisNotifier
+from clothseg.tasks.roster import WorkerRoster
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Services:
     downloads: DownloadPool
     notifier: Notifier
     tasks: TaskService
+    # The scale-out's live `clothseg worker` processes (None: the embedded mode's threads).
+    roster: WorkerRoster | None
 
 
 def build_services(cfg: Settings, dispatcher: Dispatcher | None = None) -> Services:
@@ -57,4 +60,5 @@ def build_services(cfg: Settings, dispatcher: Dispatcher | None = None) -> Servi
     downloads = DownloadPool(cfg.downloads)
     tasks = TaskService(sessions, store, accounts, cfg, dispatcher, downloads, notifier,
                         lambda: load_engine(cfg.model_path or None, cfg.engine_threads))
-    return Services(cfg, sessions, accounts, limiter, store, signer, dispatcher, downloads, notifier, tasks)
+    roster = WorkerRoster(cfg.redis_url, cfg.redis_prefix, cfg.lease_seconds) if cfg.distributed else None
+    return Services(cfg, sessions, accounts, limiter, store, signer, dispatcher, downloads, notifier, tasks, roster)

@@ -315,9 +315,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     probe_key = f"healthz/{uuid.uuid4().hex}"  # this node's own, so nodes sharing a store never collide
 
-    def components() -> tuple[dict[str, str], int]:
-        """Each shared component's reachability ("ok" or what failed), and the queue depth."""
-        checks, depth = {}, 0
+    def components() -> tuple[dict[str, str], int, int]:
+        """Each shared component's reachability ("ok" or what failed), the queue depth
+        and the number of live workers."""
+        checks, depth, workers = {}, 0, cfg.workers
         try:
             depth = tasks.queue_depth()
             checks["database"] = "ok"
@@ -339,16 +340,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checks["queue"] = "ok"
         except QueueUnavailable as exc:
             checks["queue"] = str(exc)
-        return checks, depth
+        if parts.roster is not None:
+            alive = parts.roster.alive()
+            workers = alive or 0
+            checks["workers"] = ("unknown (Redis is unreachable)" if alive is None else "ok" if alive else
+                                 f"none alive (no `clothseg worker` reported in the last {cfg.lease_seconds:g} s)")
+        return checks, depth, workers
 
     @app.get("/healthz", summary="Liveness, shared components' reachability and queue depth",
              responses=schema.HEALTH_RESPONSES)
     async def healthz() -> Response:
-        checks, depth = await run_in_threadpool(components)
+        checks, depth, workers = await run_in_threadpool(components)
         failing = [f"{name}: {state}" for name, state in checks.items() if state != "ok"]
         if failing:
             return envelope(500, "unhealthy: " + "; ".join(failing))
-        return envelope(200, "ok", {"version": __version__, "queue_depth": depth, "components": checks})
+        return envelope(200, "ok", {"version": __version__, "queue_depth": depth, "workers": workers,
+                                    "components": checks})
 
     @app.get("/metrics", summary="Prometheus metrics", responses=schema.METRICS_RESPONSES)
     async def metrics() -> Response:

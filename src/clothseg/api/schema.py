@@ -49,11 +49,14 @@ TASK: Schema = {
 CREATED: Schema = {"type": "object", "required": ["task_id"], "properties": {"task_id": {"type": "string"}},
                    "additionalProperties": False}
 HEALTH: Schema = {
-    "type": "object", "required": ["version", "queue_depth", "components"], "additionalProperties": False,
+    "type": "object", "required": ["version", "queue_depth", "workers", "components"], "additionalProperties": False,
     "properties": {"version": {"type": "string"}, "queue_depth": {"type": "integer", "minimum": 0},
+                   "workers": {"type": "integer", "minimum": 1,
+                               "description": "worker threads (embedded) or live `clothseg worker` processes"},
                    "components": {"type": "object", "additionalProperties": {"const": "ok"},
-                                  "description": "database, qps_limiter, storage: each \"ok\" (else the "
-                                                 "answer is 500 naming what failed)"}},
+                                  "description": "database, qps_limiter, storage, queue and, in the scale-out, "
+                                                 "workers: each \"ok\" (else the answer is 500 naming what "
+                                                 "failed)"}},
 }
 ACCOUNT: Schema = {
     "type": "object", "required": ["credits", "held", "available", "task_cost", "qps"], "additionalProperties": False,
