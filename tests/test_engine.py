@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -380,6 +382,17 @@ def test_validation_intervals_bracket_the_figures_and_widen_with_disagreeing_pho
     assert mixed.intervals() == mixed.intervals(seed=0)
     with pytest.raises(ValueError, match="per-photo"):
         EvalResult.from_confusion(right, 1).intervals()
+
+
+def test_eval_scores_a_model_against_the_bundled_one_on_the_same_photos() -> None:
+    """What a retrainer runs to decide whether a model ships: both models on the same photos,
+    with paired intervals; the bundled model against itself differs by nothing."""
+    out = subprocess.run([sys.executable, "-m", "clothseg.cli", "eval", "--ccp", str(CCP), "--framing", "gray",
+                          "--baseline-model", "bundled"], capture_output=True, text=True, check=True).stdout
+    report = json.loads(out.splitlines()[-1])
+    assert report["framing"] == "gray" and report["images"] == report["baseline"]["images"] == 4
+    assert report["baseline"]["iou"] == report["iou"]
+    assert report["difference_95"]["miou"] == [0.0, 0.0]
 
 
 def test_paired_intervals_say_whether_two_settings_differ_beyond_noise() -> None:

@@ -364,6 +364,8 @@ def eval_command(
     detail_mode: Annotated[int, typer.Option(min=1, max=2, help="detail_mode of --masks")] = 1,
     baseline_quality: Annotated[int, typer.Option(min=0, max=2, help="Also score this quality and print "
                                                   "95% paired intervals of the difference (0 = no)")] = 0,
+    baseline_model: Annotated[str, typer.Option(help="Also score this model (as CLOTHSEG_MODEL, or 'bundled') "
+                                                "and print 95% paired intervals of the difference")] = "",
 ) -> None:
     """mIoU over the nine eval classes; the last line is one JSON object."""
     from clothseg.engine import SegmentOptions, load_engine
@@ -390,8 +392,11 @@ def eval_command(
         else:
             result = evaluate(engine, ccp, stems, quality, framing)
             report = result.as_dict()
-            if baseline_quality:
-                baseline = evaluate(engine, ccp, stems, baseline_quality, framing)
+            if baseline_quality or baseline_model:
+                other = engine
+                if baseline_model:
+                    other = load_engine(None if baseline_model == "bundled" else baseline_model)
+                baseline = evaluate(other, ccp, stems, baseline_quality or quality, framing)
                 report["baseline"] = baseline.as_dict()
                 report["difference_95"] = result.intervals(baseline=baseline)
     except ValueError as exc:
