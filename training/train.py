@@ -356,7 +356,8 @@ def main() -> None:
                    "whose photo frequencies the pseudo-labelled picks match to the annotated training photos")
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast and channels-last training steps "
-                   "(~1.7x faster on CPUs with AMX; validation and EMA stay float32)")
+                   "(~1.7x faster on CPUs with AMX, ~7x slower on CPUs without bf16 instructions; "
+                   "validation and EMA stay float32)")
     p.add_argument("--lovasz", type=float, default=0.0, help="weight of a Lovasz-softmax loss over the eval "
                    "classes (a surrogate of their IoU), added to cross-entropy and Dice")
     p.add_argument("--distill", type=float, default=0.0, help="weight of a cross-entropy against the "
