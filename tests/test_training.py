@@ -286,6 +286,31 @@ def test_training_resumes_and_the_export_records_the_last_validation(
     assert card["training"]["epochs"] == 2
 
 
+def test_a_float16_export_is_half_the_file_with_the_same_probabilities(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    from training import export, train
+    from training.train import IN_CHANNELS
+
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    _synthetic_cache(cache, 10)
+    monkeypatch.setattr("sys.argv", ["train", "--cache", str(cache), "--run", str(run), "--batch", "4", "--height",
+                                     "128", "--width", "96", "--val-every", "1", "--warmup-epochs", "0",
+                                     "--epochs", "1"])
+    train.main()
+    probs = {}
+    for name, flags in (("float32", []), ("float16", ["--float16"])):
+        model = tmp_path / f"{name}.onnx"
+        monkeypatch.setattr("sys.argv", ["export", "--checkpoint", str(run / "last.pt"), "--out", str(model), *flags])
+        export.main()
+        x = np.random.default_rng(0).normal(size=(1, IN_CHANNELS, 128, 96)).astype(np.float32)
+        probs[name] = ort.InferenceSession(str(model)).run(None, {"input": x})[0]
+    size = {name: (tmp_path / f"{name}.onnx").stat().st_size for name in probs}
+    assert size["float16"] < 0.55 * size["float32"]
+    assert np.abs(probs["float16"] - probs["float32"]).max() < 0.01
+
+
 def test_face_labels_reach_the_hairline_and_stop_at_the_neck() -> None:
     from training.prepare import extend_face_to_hairline
 

@@ -53,7 +53,7 @@ def _prefixed(graph: onnx.GraphProto, prefix: str) -> tuple[list[onnx.NodeProto]
     return nodes, initializers
 
 
-def _stored_as_float16(initializers: list[onnx.TensorProto]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def stored_as_float16(initializers: list[onnx.TensorProto]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Float32 initializers become float16 ones, each cast back under its own name."""
     casts, stored = [], []
     for init in initializers:
@@ -81,7 +81,7 @@ def join_models(sources: list[Path], out: Path) -> None:
         member_nodes, member_inits = _prefixed(model.graph, member_prefix(i))
         nodes += member_nodes
         initializers += member_inits
-    casts, stored = _stored_as_float16(initializers)
+    casts, stored = stored_as_float16(initializers)
     mean = helper.make_node("Mean", [member_prefix(i) + OUTPUT for i in range(len(models))], [OUTPUT],
                             name="ensemble_mean")
     first = models[0].graph

@@ -4,7 +4,10 @@
         --out src/clothseg/models/clothseg-parsing.onnx
 
 Writes the model (softmax included, dynamic height/width) and beside it a JSON
-card with the labels, input normalisation and training metrics.
+card with the labels, input normalisation and training metrics.  ``--float16``
+stores the weights as float16 (half the file; inference still runs in float32,
+see training/ensemble.py): the form a shipped model takes, since every shipped
+file stays in every clone's history.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import argparse
 import json
 from pathlib import Path
 
+import onnx
 import torch
 
 from clothseg.engine.priors import PRIOR_CHANNELS
 from clothseg.engine.taxonomy import FINE_LABELS
+from training.ensemble import stored_as_float16
 from training.model import ParsingNet
 from training.train import IN_CHANNELS, MEAN, STD, build_network
 
@@ -48,10 +53,24 @@ def export(net: torch.nn.Module, out: Path, card: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
 
 
+def store_float16(path: Path) -> None:
+    """Rewrite the model at ``path`` with its float32 weights stored as float16,
+    each cast back to float32 by a Cast node that onnxruntime folds on loading."""
+    model = onnx.load(str(path))
+    casts, stored = stored_as_float16(list(model.graph.initializer))
+    nodes = casts + list(model.graph.node)
+    del model.graph.initializer[:], model.graph.node[:]
+    model.graph.initializer.extend(stored)
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--checkpoint", type=Path, default=Path("var/training/run1/best.pt"))
     p.add_argument("--out", type=Path, default=Path("src/clothseg/models/clothseg-parsing.onnx"))
+    p.add_argument("--float16", action="store_true", help="store the weights as float16 (half the file)")
     args = p.parse_args()
     net, ck = load_network(args.checkpoint)
     card = {
@@ -69,6 +88,8 @@ def main() -> None:
         "validation_at_training_resolution": ck.get("metrics"),
     }
     export(net, args.out, card)
+    if args.float16:
+        store_float16(args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
 
 
