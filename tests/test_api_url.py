@@ -162,6 +162,23 @@ def test_slow_download_times_out_without_delaying_uploads(server_factory: Server
     assert int(data["completed_at"]) - int(data["processed_at"]) <= 4 + 2  # ended at its deadline
 
 
+def test_a_download_interrupted_too_often_ends_cancelled_and_free(server_factory: ServerFactory, host: str) -> None:
+    """A restart during an image_url download is a start of the task, as one during
+    processing is: after CLOTHSEG_MAX_ATTEMPTS the task ends -13 and costs nothing."""
+    srv = server_factory(url_allowlist=host.removeprefix("http://"), max_attempts="1")
+    key = srv.make_key(credits=3)
+    task_id = srv.create(key, {"image_url": f"{host}/trickle"}).json()["data"]["task_id"]
+    deadline = time.monotonic() + 30
+    while srv.task(key, task_id).json()["data"]["state"] != 2:  # downloading
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    srv.stop(kill=True)
+    srv.start()
+    body = srv.wait(key, task_id)
+    assert body["data"]["state"] == -13 and "interrupted" in body["message"]
+    assert run(srv, key, f"{host}/photo.jpg")["data"]["state"] == 1  # the 3 credits pay for a new task
+
+
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:{port}/photo.jpg", "http://[::1]:{port}/photo.jpg", "http://10.0.0.1/photo.jpg",
     "http://169.254.169.254/", "http://224.0.0.1/", "http://0.0.0.0/", "http://100.64.0.1/", "http://[::]/",

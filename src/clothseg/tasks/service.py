@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
@@ -329,7 +329,10 @@ class TaskService:
 
     def _claim_download(self, task_id: str) -> tuple[str, int, float, str] | None:
         now = time.time()
-        token = self._claim(task_id, (TaskState.QUEUED,), state=TaskState.PREPARING, progress=5, processed_at=now)
+        # A download starts an image_url task, so a restart during it counts towards
+        # CLOTHSEG_MAX_ATTEMPTS (the worker's claim after it does not count again).
+        token = self._claim(task_id, (TaskState.QUEUED,), state=TaskState.PREPARING, progress=5, processed_at=now,
+                            attempts=TaskRecord.attempts + 1)
         if token is None:
             return None
         with self._sessions() as s:
@@ -344,7 +347,7 @@ class TaskService:
         task itself ends it with a negative state; only an unreachable database raises)."""
         # Only one worker (thread or process) moves it on; a duplicate delivery finds it taken.
         token = self._claim(task_id, WAITING_STATES, state=TaskState.PREPARING, progress=20,
-                            attempts=TaskRecord.attempts + 1,
+                            attempts=TaskRecord.attempts + case((TaskRecord.image_url.is_(None), 1), else_=0),
                             processed_at=func.coalesce(TaskRecord.processed_at, time.time()))
         if token is None:
             return
