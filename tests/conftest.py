@@ -7,8 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,7 @@ DATA = Path(__file__).parent / "data"
 CCP = DATA / "ccp"
 PHOTO = CCP / "photos" / "0040.jpg"
 TASKS = "/api/tasks/visual/clothing-segmentation"
+MB = 1024 * 1024
 
 
 def free_port() -> int:
@@ -144,3 +147,66 @@ def key(server: Server) -> str:
 @pytest.fixture(scope="session")
 def photo() -> bytes:
     return PHOTO.read_bytes()
+
+
+class ImageHost(BaseHTTPRequestHandler):
+    """Serves the test photo and the awkward cases an image URL can be."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if "Transfer-Encoding" not in (headers or {}):
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path
+        if path == "/photo.jpg":
+            self._send(200, PHOTO.read_bytes(), {"Content-Type": "image/jpeg"})
+        elif path.startswith("/redirect/"):
+            n = int(path.rsplit("/", 1)[1])
+            self._send(302, headers={"Location": "/photo.jpg" if n <= 1 else f"/redirect/{n - 1}"})
+        elif path == "/to-metadata":
+            self._send(302, headers={"Location": "http://169.254.169.254/latest/meta-data"})
+        elif path == "/big":
+            self._send(200, b"\xff" * (2 * MB))
+        elif path == "/big-chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"\xff" * 65536
+            for _ in range(40):  # 2.5 MB, never announced
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/slow":
+            time.sleep(3)
+            self._send(200, PHOTO.read_bytes())
+        elif path == "/trickle":  # a byte every half second: no single read ever times out
+            body = PHOTO.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    time.sleep(0.5)
+            except OSError:  # the server gave up on this download
+                pass
+        elif path == "/text":
+            self._send(200, b"<html>hello</html>", {"Content-Type": "text/html"})
+        else:
+            self._send(404, b"not found")
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImageHost)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()

@@ -42,9 +42,11 @@ def segment_once_it_recovers(deployment: Deployment, key: str, photo: bytes) -> 
 
 
 @pytest.fixture(scope="module")
-def s3_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """Two API nodes, two workers, a Redis broker and results in an S3 bucket."""
-    deployment = Deployment(tmp_path_factory.mktemp("scaleout"), {}, broker="redis", storage="s3").start()
+def s3_deployment(tmp_path_factory: pytest.TempPathFactory, host: str) -> Iterator[Deployment]:
+    """Two API nodes, two workers, a Redis broker and results in an S3 bucket;
+    image URLs may point at the test host."""
+    deployment = Deployment(tmp_path_factory.mktemp("scaleout"), {"CLOTHSEG_URL_ALLOWLIST": host.removeprefix("http://")},
+                            broker="redis", storage="s3").start()
     yield deployment
     deployment.close()
 
@@ -58,6 +60,13 @@ def test_results_live_in_the_bucket_behind_presigned_links(s3_deployment: Deploy
     assert link.startswith(link_endpoint(os.environ["AWS_ENDPOINT_URL"]) + "/") and "X-Amz-Expires" in link
     assert httpx.get(link).content.startswith(b"\x89PNG")
     assert httpx.get(body["data"]["clothes_masks"]).content.startswith(b"PK")
+
+
+def test_an_image_url_is_downloaded_into_the_bucket_and_segmented(s3_deployment: Deployment, host: str) -> None:
+    key = s3_deployment.make_key()
+    body = s3_deployment.create(key, {"sync": 1, "image_url": f"{host}/photo.jpg"}).json()
+    assert body["data"]["state"] == 1, body
+    assert httpx.get(next(iter(body["data"]["class_masks"].values()))).content.startswith(b"\x89PNG")
 
 
 def test_a_hundred_concurrent_tasks_across_both_nodes_all_succeed_charged_once(

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -54,6 +55,9 @@ log = logging.getLogger("clothseg.tasks")
 
 ZIP_NAME = "clothes.zip"
 NO_PERSON = "no person found in the image"
+# A downloaded image is held in memory up to this size, on local disk beyond it,
+# until it is stored.
+DOWNLOAD_SPOOL_BYTES = 1 << 20
 
 
 class QueueFull(Exception):
@@ -294,23 +298,28 @@ class TaskService:
         deadline = started + cfg.task_timeout_seconds
         task_bound = deadline - time.time() <= cfg.url_timeout
         try:
-            try:
-                async with asyncio.timeout(min(cfg.url_timeout, deadline - time.time())):
-                    with self._store.writer(input_key(task_id)) as out:
-                        await fetch_url(url, out, max_bytes=cfg.max_url_bytes, allow=cfg.url_allowlist,
+            with tempfile.SpooledTemporaryFile(max_size=DOWNLOAD_SPOOL_BYTES) as body:
+                try:
+                    async with asyncio.timeout(min(cfg.url_timeout, deadline - time.time())):
+                        await fetch_url(url, body, max_bytes=cfg.max_url_bytes, allow=cfg.url_allowlist,
                                         connect_timeout=cfg.url_connect_timeout,
                                         read_timeout=cfg.url_read_timeout, max_redirects=cfg.url_max_redirects)
-            except TimeoutError:
-                if task_bound:
-                    raise self._timed_out() from None
-                raise TaskFailure(TaskState.DOWNLOAD_FAILED, "timed out downloading image_url: it took "
-                                  f"longer than {cfg.url_timeout:g} seconds") from None
-            except DownloadTooLarge as exc:
-                raise TaskFailure(TaskState.URL_TOO_LARGE, str(exc)) from exc
-            except DownloadFailed as exc:
-                raise TaskFailure(TaskState.DOWNLOAD_FAILED, str(exc)) from exc
-            except StorageError as exc:
-                raise TaskFailure(TaskState.STORAGE_FAILED, f"storing the downloaded image failed: {exc}") from exc
+                except TimeoutError:
+                    if task_bound:
+                        raise self._timed_out() from None
+                    raise TaskFailure(TaskState.DOWNLOAD_FAILED, "timed out downloading image_url: it took "
+                                      f"longer than {cfg.url_timeout:g} seconds") from None
+                except DownloadTooLarge as exc:
+                    raise TaskFailure(TaskState.URL_TOO_LARGE, str(exc)) from exc
+                except DownloadFailed as exc:
+                    raise TaskFailure(TaskState.DOWNLOAD_FAILED, str(exc)) from exc
+                # Stored off the event loop: an upload to an object store takes a while,
+                # and the node's other downloads go on meanwhile.
+                try:
+                    await asyncio.to_thread(self._store_input, task_id, body)
+                except StorageError as exc:
+                    raise TaskFailure(TaskState.STORAGE_FAILED,
+                                      f"storing the downloaded image failed: {exc}") from exc
         except TaskFailure as failure:
             await asyncio.to_thread(self._finish, task_id, token, key_id, failure.state, failure.message)
             return
@@ -326,6 +335,11 @@ class TaskService:
         except QueueUnavailable as exc:  # recovered (downloaded again) once the broker is back
             log.warning("queue unreachable after a download", extra={"task_id": task_id, "error": str(exc)})
             await asyncio.to_thread(self._expire_lease, task_id)
+
+    def _store_input(self, task_id: str, body: BinaryIO) -> None:
+        body.seek(0)
+        with self._store.writer(input_key(task_id)) as out:
+            shutil.copyfileobj(body, out)
 
     def _claim_download(self, task_id: str) -> tuple[str, int, float, str] | None:
         now = time.time()
