@@ -210,3 +210,11 @@ def host() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
+
+
+def wait_running(srv: Server, key: str, task_id: str) -> None:
+    """Until the task is being worked on (downloading, or a worker has it)."""
+    deadline = time.monotonic() + 60
+    while srv.task(key, task_id).json()["data"]["state"] not in (2, 4, 5):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)

@@ -6,16 +6,9 @@ import json
 import time
 
 import httpx
-from conftest import Server, ServerFactory
+from conftest import ServerFactory, wait_running
 
 SLOW = {"quality": "2", "detail_mode": "2", "class_type": "4"}
-
-
-def wait_running(srv: Server, key: str, task_id: str) -> None:
-    deadline = time.monotonic() + 60
-    while srv.task(key, task_id).json()["data"]["state"] not in (2, 4, 5):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
 
 
 def test_queued_and_interrupted_tasks_survive_a_crash(server_factory: ServerFactory, photo: bytes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import MB, Server, ServerFactory
+from conftest import MB, Server, ServerFactory, wait_running
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +100,7 @@ def test_a_download_interrupted_too_often_ends_cancelled_and_free(server_factory
     srv = server_factory(url_allowlist=host.removeprefix("http://"), max_attempts="1")
     key = srv.make_key(credits=3)
     task_id = srv.create(key, {"image_url": f"{host}/trickle"}).json()["data"]["task_id"]
-    deadline = time.monotonic() + 30
-    while srv.task(key, task_id).json()["data"]["state"] != 2:  # downloading
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_running(srv, key, task_id)  # downloading: a trickling URL never finishes before the kill
     srv.stop(kill=True)
     srv.start()
     body = srv.wait(key, task_id)

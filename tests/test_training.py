@@ -261,20 +261,26 @@ def _synthetic_cache(folder: Path, photos: int) -> None:
         np.savez(folder / f"{n + 1:04d}.npz", image=image, priors=np.zeros((9, 512, 200), np.uint8), label=label)
 
 
+def _train(monkeypatch: pytest.MonkeyPatch, cache: Path, run: Path, epochs: int) -> None:
+    """``training.train`` on a synthetic cache: 128x96 crops, batches of 4."""
+    from training import train
+
+    monkeypatch.setattr("sys.argv", ["train", "--cache", str(cache), "--run", str(run), "--batch", "4", "--height",
+                                     "128", "--width", "96", "--val-every", "1", "--warmup-epochs", "0",
+                                     "--epochs", str(epochs)])
+    train.main()
+
+
 def test_training_resumes_and_the_export_records_the_last_validation(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from training import export, train
+    from training import export
 
     cache, run, model = tmp_path / "cache", tmp_path / "run", tmp_path / "model.onnx"
     _synthetic_cache(cache, 20)  # every 9th is validation: 17 training photos, 3 validation
-    command = ["train", "--cache", str(cache), "--run", str(run), "--batch", "4", "--height", "128",
-               "--width", "96", "--val-every", "1", "--warmup-epochs", "0"]
-    monkeypatch.setattr("sys.argv", [*command, "--epochs", "1"])
-    train.main()
+    _train(monkeypatch, cache, run, epochs=1)
     assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] == 4  # 17 // 4 batches
 
-    monkeypatch.setattr("sys.argv", [*command, "--epochs", "2"])  # the same run, one epoch longer
-    train.main()
+    _train(monkeypatch, cache, run, epochs=2)  # the same run, one epoch longer
     assert "resumed at step 4" in capsys.readouterr().out
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [0, 1]
@@ -290,15 +296,12 @@ def test_a_float16_export_is_half_the_file_with_the_same_probabilities(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime as ort
 
-    from training import export, train
+    from training import export
     from training.train import IN_CHANNELS
 
     cache, run = tmp_path / "cache", tmp_path / "run"
     _synthetic_cache(cache, 10)
-    monkeypatch.setattr("sys.argv", ["train", "--cache", str(cache), "--run", str(run), "--batch", "4", "--height",
-                                     "128", "--width", "96", "--val-every", "1", "--warmup-epochs", "0",
-                                     "--epochs", "1"])
-    train.main()
+    _train(monkeypatch, cache, run, epochs=1)
     probs = {}
     for name, flags in (("float32", []), ("float16", ["--float16"])):
         model = tmp_path / f"{name}.onnx"
