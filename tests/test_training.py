@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -330,9 +331,8 @@ def test_face_labels_reach_the_hairline_and_stop_at_the_neck() -> None:
     assert (out[10:30, 20:60] == hair).all()
 
 
-def test_framing_augmentation_makes_half_body_studio_and_gray_samples() -> None:
-    import torch
-
+def _framed_samples(framings: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """64 noisy photos of one labelled person augmented with ``framings``: RGB in [0, 1] and labels."""
     from training.train import MEAN, PAD_H, PAD_W, STD, augment
 
     torch.manual_seed(0)
@@ -342,15 +342,47 @@ def test_framing_augmentation_makes_half_body_studio_and_gray_samples() -> None:
     labels = torch.zeros(n, PAD_H, PAD_W, dtype=torch.uint8)
     labels[:, 40:470, 110:240] = FINE_INDEX["upper"]
     labels[:, 40:110, 140:210] = FINE_INDEX["face"]
-    x, y, _ = augment(images, priors, labels, 320, 224, framings=True)
+    x, y = augment(images, priors, labels, 320, 224, framings=framings)[:2]
     assert x.shape == (n, 12, 320, 224) and y.shape == (n, 320, 224)
-    rgb = x[:, :3] * STD + MEAN
+    return x[:, :3] * STD + MEAN, y
+
+
+def _backdrop_spread(rgb: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Per sample with enough background: the spread of its background pixels (studio backdrops are flat)."""
     background = (y == FINE_INDEX["background"]).unsqueeze(1).expand_as(rgb)
-    spread = [rgb[i][background[i]].std().item() for i in range(n) if background[i].sum() > 3000]
+    return [rgb[i][background[i]].std().item() for i in range(len(y)) if background[i].sum() > 3000]
+
+
+def _gray_count(rgb: torch.Tensor) -> int:
+    return int(((rgb[:, 0] - rgb[:, 1]).abs().amax((1, 2)) < 1e-4).sum())
+
+
+def _face_rows(y: torch.Tensor) -> list[float]:
+    """Mean row of the face in each sample that shows one: head-to-hips crops put it high."""
+    face = FINE_INDEX["face"]
+    return [(y[i] == face).nonzero()[:, 0].float().mean().item() for i in range(len(y)) if (y[i] == face).sum() > 200]
+
+
+def test_framing_augmentation_makes_half_body_studio_and_gray_samples() -> None:
+    from training.train import FRAMING_PARTS
+
+    rgb, y = _framed_samples(FRAMING_PARTS)
+    spread = _backdrop_spread(rgb, y)
     assert min(spread) < 0.05 < max(spread)  # some studio backdrops among noisy street ones
-    gray = (rgb[:, 0] - rgb[:, 1]).abs().amax((1, 2)) < 1e-4
-    assert 0 < int(gray.sum()) < n // 3
-    # Head-to-hips crops: the face is in the upper part and the frame is mostly person.
-    face_rows = [(y[i] == FINE_INDEX["face"]).nonzero()[:, 0].float().mean().item() for i in range(n)
-                 if (y[i] == FINE_INDEX["face"]).sum() > 200]
-    assert min(face_rows) < 60
+    assert 0 < _gray_count(rgb) < len(y) // 3
+    assert min(_face_rows(y)) < 60  # head-to-hips crops: the face high in a frame filled by the person
+
+
+def test_framing_parts_are_chosen_one_by_one() -> None:
+    from training.train import framing_parts
+
+    assert framing_parts("gray, skin") == {"gray", "skin"}
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown framing parts"):
+        framing_parts("gray,sepia")
+    rgb, y = _framed_samples(framing_parts("gray"))
+    assert _gray_count(rgb) > 0
+    assert min(_backdrop_spread(rgb, y)) > 0.05  # no studio backdrop
+    # No half-body crop: the same windows as no framing at all (person-free samples aside).
+    y_plain = _framed_samples(frozenset())[1]
+    person = (y != FINE_INDEX["background"]).flatten(1).any(1) & (y_plain != FINE_INDEX["background"]).flatten(1).any(1)
+    assert int(person.sum()) > len(y) // 2 and torch.equal(y[person], y_plain[person])

@@ -104,17 +104,30 @@ def normalise(rgb: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
     return torch.cat([(rgb - MEAN) / STD, priors], 1)
 
 
+FRAMING_PARTS = frozenset({"half", "studio", "gray", "skin"})
+
+
+def framing_parts(text: str) -> frozenset[str]:
+    """``--framings`` value: a comma list of FRAMING_PARTS."""
+    parts = frozenset(part.strip() for part in text.split(",") if part.strip())
+    if unknown := parts - FRAMING_PARTS:
+        raise argparse.ArgumentTypeError(
+            f"unknown framing parts {sorted(unknown)}; choose from {sorted(FRAMING_PARTS)}")
+    return parts
+
+
 def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, out_h: int, out_w: int,
             soft: torch.Tensor | None = None,
-            framings: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            framings: frozenset[str] = frozenset()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Random scale/crop/rotation/flip and colour jitter, one affine per sample.
     Returns the network input, the labels and, if ``soft`` teacher probabilities
     (any size, they are sampled in normalised coordinates) are given, those under
     the same affine (all zero outside the photo).
 
-    ``framings`` adds the photos users send beside CCP's full-body street shots:
-    head-to-hips and hips-to-feet crops, the person on a plain studio backdrop,
-    grayscale photos and darker skin tones."""
+    ``framings`` (a subset of ``FRAMING_PARTS``) adds the photos users send
+    beside CCP's full-body street shots: ``half`` head-to-hips and hips-to-feet
+    crops, ``studio`` the person on a plain studio backdrop, ``gray`` grayscale
+    photos, ``skin`` darker skin tones."""
     b = images.shape[0]
     rgb = images.float() / 255
     pri = priors.float() / 255
@@ -134,7 +147,7 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     ty = torch.empty(b).uniform_(-0.3, 0.3)
     tx[zoom] = torch.empty(int(zoom.sum())).uniform_(-0.9, 0.9)
     ty[zoom] = torch.empty(int(zoom.sum())).uniform_(-0.9, 0.9)
-    if framings:
+    if "half" in framings:
         # Half-body framings: the window covers 45-65% of the photo's height at
         # its top (head to hips) or, less often, its bottom (hips to feet).
         half = (torch.rand(b) < 0.25) & ~zoom
@@ -160,8 +173,7 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     bright = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3)
     contrast = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3)
     sat = torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
-    if framings:
-        rgb = _studio_and_skin(rgb, lab)
+    rgb = _studio_and_skin(rgb, lab, 0.08 if "studio" in framings else 0.0, 0.2 if "skin" in framings else 0.0)
     gray = rgb.mean(1, keepdim=True)
     rgb = gray + (rgb - gray) * sat
     mean = rgb.mean((1, 2, 3), keepdim=True)
@@ -170,7 +182,7 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     mix = torch.eye(3) + torch.empty(b, 3, 3).uniform_(-0.08, 0.08)
     rgb = torch.einsum("bij,bjhw->bihw", mix, rgb)
     rgb = rgb.clamp(0, 1) ** torch.empty(b, 1, 1, 1).uniform_(0.8, 1.25)
-    if framings:
+    if "gray" in framings:
         gray_photo = torch.rand(b) < 0.1
         rgb[gray_photo] = rgb[gray_photo].mean(1, keepdim=True).expand(-1, 3, -1, -1)
     # Occasionally drop the priors so the network never depends on them blindly
@@ -192,13 +204,16 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     return normalise(rgb, pri), lab, soft
 
 
-def _studio_and_skin(rgb: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-    """Some samples get a plain, light studio backdrop behind the person (the
-    labelled background pixels), others a darker skin tone (face and body
-    pixels scaled down, slightly warmer), so that dark skin is skin, not legwear."""
+def _studio_and_skin(rgb: torch.Tensor, lab: torch.Tensor, studio_rate: float, darker_rate: float) -> torch.Tensor:
+    """A ``studio_rate`` share of samples get a plain, light studio backdrop
+    behind the person (the labelled background pixels), a ``darker_rate`` share a
+    darker skin tone (face and body pixels scaled down, slightly warmer), so that
+    dark skin is skin, not legwear."""
     b = rgb.shape[0]
+    if not (studio_rate or darker_rate):
+        return rgb
     out = rgb.clone()
-    studio = torch.rand(b) < 0.08
+    studio = torch.rand(b) < studio_rate
     if studio.any():
         n = int(studio.sum())
         tone = torch.empty(n, 1, 1, 1).uniform_(0.75, 1.0) + torch.empty(n, 3, 1, 1).uniform_(-0.04, 0.04)
@@ -206,7 +221,7 @@ def _studio_and_skin(rgb: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
         backdrop = (tone + ramp).clamp(0, 1).expand(n, 3, rgb.shape[2], rgb.shape[3])
         bg = (lab[studio] == FINE_INDEX["background"]).unsqueeze(1)
         out[studio] = torch.where(bg, backdrop, out[studio])
-    darker = torch.rand(b) < 0.2
+    darker = torch.rand(b) < darker_rate
     if darker.any():
         n = int(darker.sum())
         skin = ((lab[darker] == FINE_INDEX["face"]) | (lab[darker] == FINE_INDEX["body"])).unsqueeze(1)
@@ -365,8 +380,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of a new run (weights, augmentation, "
                    "photo order): two seeds of one recipe measure its run-to-run spread")
     p.add_argument("--presence-weight", type=float, default=0.4, help="weight of the image-level presence loss")
-    p.add_argument("--framings", action="store_true", help="augment towards the photos users send: half-body "
-                   "crops, studio backdrops, grayscale, darker skin tones (see augment)")
+    p.add_argument("--framings", type=framing_parts, nargs="?", const=FRAMING_PARTS, default=frozenset(),
+                   help="augment towards the photos users send, all parts or a comma list of "
+                   f"{','.join(sorted(FRAMING_PARTS))}: half-body crops, studio backdrops, grayscale, "
+                   "darker skin tones (see augment)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
