@@ -78,6 +78,21 @@ def test_every_person_of_a_group_gets_masks(engine: Engine) -> None:
     assert person.sum() < 1.2 * sum(person[y0:y1, x0:x1].sum() for x0, y0, x1, y1 in boxes)
 
 
+def test_people_side_by_side_get_the_masks_each_gets_alone(engine: Engine) -> None:
+    """Two people filling a 4:3 frame: each is parsed on their own crop at the
+    working resolution, not shrunk with the other into one pass."""
+    left, right = ccp_photo(0), ccp_photo(1)
+    rows = min(left.shape[0], right.shape[0])
+    left, right = np.ascontiguousarray(left[:rows]), np.ascontiguousarray(right[:rows])
+    frame = np.ascontiguousarray(np.concatenate([left, right], 1))
+    together = engine.segment(frame, SegmentOptions(class_type=4)).class_masks
+    for rgb, x0 in ((left, 0), (right, left.shape[1])):
+        alone = engine.segment(rgb, SegmentOptions(class_type=4)).class_masks
+        for name in ("clothes", "body", "hair"):
+            expected, got = alone[name] >= 128, together[name][:, x0:x0 + rgb.shape[1]] >= 128
+            assert (expected & got).sum() / (expected | got).sum() > 0.8, name
+
+
 def test_a_photo_filled_by_one_person_is_parsed_whole(engine: Engine) -> None:
     parsing = engine.parse(ccp_photo(1))
     assert parsing.has_person and not parsing.cropped

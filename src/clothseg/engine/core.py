@@ -61,8 +61,11 @@ OTHERS_MIN_THICKNESS = 0.08
 OTHERS_MIN_PROBABILITY = 0.7
 # The crop around the people extends this share of their size on each side.
 CROP_MARGIN = 0.1
-# The people are parsed on a crop when their region is below this share of the photo.
+# One person is parsed on a crop when it is below this share of the photo
+# (several people always are, each on their own).
 CROP_MAX_AREA = 0.6
+# Two boxes are one person when their overlap is this share of the smaller.
+SAME_PERSON_OVERLAP = 0.5
 # Detail mode 2 fits its edge refinement at this many pixels on the long side,
 # and applies it at full size this many rows at a time.
 REFINE_SIDE = 1024
@@ -196,7 +199,7 @@ class Region:
 @dataclass
 class Parsing:
     """A photo of ``size`` (H, W) parsed as non-overlapping regions (the whole
-    photo, or one crop per group of people); outside them is background."""
+    photo, or one region per group of people); outside them is background."""
 
     regions: list[Region]
     size: tuple[int, int]
@@ -238,23 +241,35 @@ class Engine:
         target = WORKING_HEIGHT[detail_mode]
         pose = self._pose(rgb)
         whole = self._network(rgb, pose, target, ((1.0, False),))
-        people = self._find_people(rgb, pose, whole)
+        people = distinct_people(self._find_people(rgb, pose, whole))
         if not people:
             return Parsing([Region((0, 0, W, H), whole, _resized(pose.person_mask, whole.shape[1:]))], (H, W), False)
-        boxes = group_boxes(people, H, W)
-        regions = []
-        if sum(_area(b) for b in boxes) < CROP_MAX_AREA * H * W:
-            for box in boxes:
-                x0, y0, x1, y1 = box
-                crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-                crop_pose = self._pose(crop)
-                regions.append(tidy_region(box, self._network(crop, crop_pose, target, tta_views(quality)), crop_pose))
+        if len(people) > 1 or _area(crop_box(people, H, W)) < CROP_MAX_AREA * H * W:
+            regions = [self._group_region(rgb, group, target, quality) for group in group_people(people, H, W)]
         else:
             views = tta_views(quality)[1:]  # the whole-photo pass above is the first view
             probs = whole if not views else (whole + self._network(rgb, pose, target, views) * len(views)) / (
                 1 + len(views))
-            regions.append(tidy_region((0, 0, W, H), probs, pose))
+            regions = [tidy_region((0, 0, W, H), probs, pose)]
         return Parsing(regions, (H, W), True)
+
+    def _crop_region(self, rgb: np.ndarray, box: Box, target: int, quality: int) -> Region:
+        """The network's parsing of the photo's ``box`` at the working resolution."""
+        x0, y0, x1, y1 = box
+        crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        crop_pose = self._pose(crop)
+        return tidy_region(box, self._network(crop, crop_pose, target, tta_views(quality)), crop_pose)
+
+    def _group_region(self, rgb: np.ndarray, people: list[Box], target: int, quality: int) -> Region:
+        """A group of people whose crops overlap, as one region: each person is
+        parsed on their own crop (at the working resolution, as a photo of one
+        person would be) and each pixel of the group takes the parsing of the
+        crop most sure it is a person."""
+        H, W = rgb.shape[:2]
+        members = [self._crop_region(rgb, crop_box([p], H, W), target, quality) for p in people]
+        if len(members) == 1:
+            return members[0]
+        return composed_region(members)
 
     def _find_people(self, rgb: np.ndarray, pose: Pose, probs: np.ndarray) -> list[Box]:
         """Boxes of the people in the photo.  MediaPipe's pose detector is the
@@ -423,11 +438,14 @@ def pose_box(pose: Pose, height: int, width: int) -> Box:
     return int(min(xs)), int(min(ys)), int(np.ceil(max(xs))), int(np.ceil(max(ys)))
 
 
+def bounding_box(boxes: list[Box]) -> Box:
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+
 def crop_box(boxes: list[Box], height: int, width: int) -> Box:
     """The region around every box, with a margin, widened towards the 2:3
     portrait the network was trained on."""
-    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    x0, y0, x1, y1 = bounding_box(boxes)
     margin = CROP_MARGIN * max(x1 - x0, y1 - y0)
     x0, y0, x1, y1 = x0 - margin, y0 - margin, x1 + margin, y1 + margin
     min_width = (y1 - y0) * 2 / 3
@@ -437,19 +455,57 @@ def crop_box(boxes: list[Box], height: int, width: int) -> Box:
     return max(0, int(x0)), max(0, int(y0)), min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
 
 
-def group_boxes(people: list[Box], height: int, width: int) -> list[Box]:
-    """One crop box per group of people: people whose crops overlap share one."""
+def distinct_people(people: list[Box]) -> list[Box]:
+    """One box per person: boxes that mostly cover one another (MediaPipe's
+    person and the network's region of the same person) become their union."""
+    merged = list(people)
+    for i, j in itertools.combinations(range(len(merged)), 2):
+        a, b = merged[i], merged[j]
+        inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))) if _overlap(a, b) else 0
+        if inter >= SAME_PERSON_OVERLAP * min(_area(a), _area(b)):
+            return distinct_people([bounding_box([a, b])] + [m for k, m in enumerate(merged) if k not in (i, j)])
+    return merged
+
+
+def group_people(people: list[Box], height: int, width: int) -> list[list[Box]]:
+    """The people in groups whose crops overlap (each person in one group), so
+    that the groups' regions do not."""
     groups = [[b] for b in people]
     merged = True
     while merged:
         merged = False
-        crops = [crop_box(g, height, width) for g in groups]
+        crops = [bounding_box([crop_box([p], height, width) for p in g]) for g in groups]
         for i, j in itertools.combinations(range(len(groups)), 2):
             if _overlap(crops[i], crops[j]):
                 groups[i] += groups.pop(j)
                 merged = True
                 break
-    return [crop_box(g, height, width) for g in groups]
+    return groups
+
+
+def composed_region(members: list[Region]) -> Region:
+    """One region over the boxes of ``members`` (overlapping crops), at the
+    finest of their resolutions: each pixel takes the probabilities of the
+    member most sure it is a person (a person at the edge of a neighbour's
+    crop is parsed better in their own)."""
+    x0, y0, x1, y1 = bounding_box([m.box for m in members])
+    scale = max(m.probs.shape[1] / (m.box[3] - m.box[1]) for m in members)
+    h, w = max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
+    probs = np.zeros((len(FINE_LABELS), h, w), np.float32)
+    probs[FINE_INDEX["background"]] = 1
+    prior = np.zeros((h, w), np.float32)
+    for m in members:
+        top, left = round((m.box[1] - y0) * scale), round((m.box[0] - x0) * scale)
+        bottom, right = min(h, round((m.box[3] - y0) * scale)), min(w, round((m.box[2] - x0) * scale))
+        size = (right - left, bottom - top)
+        member = cv2.resize(m.probs.transpose(1, 2, 0), size, interpolation=cv2.INTER_LINEAR)
+        member = member.reshape(bottom - top, right - left, -1).transpose(2, 0, 1)
+        window = probs[:, top:bottom, left:right]
+        surer = member[FINE_INDEX["background"]] < window[FINE_INDEX["background"]]
+        window[:, surer] = member[:, surer]
+        prior_window = prior[top:bottom, left:right]
+        np.maximum(prior_window, cv2.resize(m.person_prior, size, interpolation=cv2.INTER_LINEAR), out=prior_window)
+    return Region((x0, y0, x1, y1), probs, prior)
 
 
 def _overlap(a: Box, b: Box) -> bool:
