@@ -16,7 +16,7 @@ from PIL import Image
 
 from clothseg.engine import Engine, SegmentOptions, load_engine
 from clothseg.engine.evaluation import EvalResult, annotated_stems, ccp_label_names, evaluate
-from clothseg.engine.onnx_backend import DEFAULT_MODEL
+from clothseg.engine.onnx_backend import DEFAULT_MODEL, GRAY_MODEL, OnnxParsingBackend, is_grayscale
 from clothseg.engine.taxonomy import (
     API_CLASS_MEMBERS,
     API_CLASSES,
@@ -132,10 +132,35 @@ def test_every_fine_label_is_in_an_api_class_and_one_eval_class() -> None:
         API_CLASS_MEMBERS["dress"]) <= set(API_CLASS_MEMBERS["clothes"])
 
 
-def test_bundled_model_card_matches_the_taxonomy() -> None:
-    card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL], ids=["colour", "gray"])
+def test_bundled_model_card_matches_the_taxonomy(model: Path) -> None:
+    card = json.loads(model.with_suffix(".json").read_text())
     assert tuple(card["labels"]) == FINE_LABELS
-    assert DEFAULT_MODEL.stat().st_size <= 20_000_000  # the issue's limit: 20 MB
+    assert model.stat().st_size <= 20_000_000  # the issue's limit: 20 MB
+
+
+def _jpeg_round_trip(rgb: np.ndarray) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=85)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def test_black_and_white_photos_go_to_the_grayscale_model(rgb: np.ndarray) -> None:
+    """A black-and-white photo (even saved as a colour JPEG) is parsed by the model
+    trained for it; colour photos, faded or sepia ones included, by the colour model."""
+    gray = _jpeg_round_trip(np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None], 3, 2))
+    luminance = gray[:, :, :1].astype(np.float32) / 255
+    sepia = (luminance * np.array([[[240, 200, 150]]], np.float32)).astype(np.uint8)
+    faded = (rgb.astype(np.float32) * 0.4 + luminance * 255 * 0.6).astype(np.uint8)
+    assert is_grayscale(gray) and not is_grayscale(sepia) and not is_grayscale(faded) and not is_grayscale(rgb)
+    small = np.ascontiguousarray(np.asarray(Image.fromarray(gray).resize((128, 192))))
+    colour_small = np.ascontiguousarray(np.asarray(Image.fromarray(rgb).resize((128, 192))))
+    routed = OnnxParsingBackend(DEFAULT_MODEL, 1, gray_path=GRAY_MODEL)
+    colour_only, gray_only = OnnxParsingBackend(DEFAULT_MODEL, 1), OnnxParsingBackend(GRAY_MODEL, 1)
+    assert np.allclose(routed.probabilities(small, None), gray_only.probabilities(small, None), atol=1e-5)
+    assert not np.allclose(routed.probabilities(small, None), colour_only.probabilities(small, None), atol=1e-3)
+    assert np.allclose(routed.probabilities(colour_small, None), colour_only.probabilities(colour_small, None),
+                       atol=1e-5)
 
 
 # -- export and quality ------------------------------------------------------------------

@@ -81,10 +81,11 @@ def main() -> None:
         "prior_channels": PRIOR_CHANNELS,
         "parameters": sum(p.numel() for p in net.parameters()),
         "architecture": net.architecture,
-        "training": {k: str(v) if isinstance(v, Path) else v for k, v in ck["args"].items()
+        "training": {k: str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, frozenset) else v
+                     for k, v in ck["args"].items()
                      if k in ("epochs", "height", "width", "model_width", "batch", "lr", "init", "pseudo",
                               "pseudo_fraction", "pseudo_balance", "warmup_epochs", "presence_weight", "lovasz",
-                              "distill", "bf16", "seed", "init_member")},
+                              "distill", "bf16", "seed", "init_member", "framings")},
         "validation_at_training_resolution": ck.get("metrics"),
     }
     export(net, args.out, card)

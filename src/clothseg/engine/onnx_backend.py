@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -13,25 +15,58 @@ from clothseg.engine.taxonomy import FINE_LABELS
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "clothseg-parsing.onnx"
+# The same network trained with grayscale photos and darker skin among its
+# samples: better on black-and-white photos, worse on colour ones.
+GRAY_MODEL = MODELS_DIR / "clothseg-parsing-gray.onnx"
+# A photo is black-and-white when its pixels' channel spread (max - min, of 255)
+# averages below this: JPEG's chroma noise on a gray photo stays under 1, a
+# sepia or faded colour photo is well above.
+GRAY_SPREAD = 3.0
+
+
+def is_grayscale(rgb: np.ndarray) -> bool:
+    sample = rgb[::4, ::4]
+    return float((sample.max(2) - sample.min(2)).mean()) < GRAY_SPREAD
 
 
 class OnnxParsingBackend:
-    """Input: normalised RGB + pose prior channels; output: softmax over FINE_LABELS."""
+    """Input: normalised RGB + pose prior channels; output: softmax over FINE_LABELS.
+    With ``gray_path``, black-and-white images go to that model (loaded on the
+    first one, so a service that never sees one never holds it)."""
 
     needs_pose = True
 
-    def __init__(self, path: Path = DEFAULT_MODEL, threads: int = 0) -> None:
+    def __init__(self, path: Path = DEFAULT_MODEL, threads: int = 0, gray_path: Path | None = None) -> None:
+        self._threads = threads
+        self._session, self.card = self._load(path)
+        self._mean = np.array(self.card["mean"], np.float32).reshape(3, 1, 1)
+        self._std = np.array(self.card["std"], np.float32).reshape(3, 1, 1)
+        self._gray_path = gray_path
+        self._gray_session: ort.InferenceSession | None = None
+        self._gray_lock = threading.Lock()
+
+    def _load(self, path: Path) -> tuple[ort.InferenceSession, dict[str, Any]]:
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = self._threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         card = json.loads(path.with_suffix(".json").read_text())
         if tuple(card["labels"]) != FINE_LABELS:
             raise ValueError(f"{path} predicts {card['labels']}, not the current taxonomy")
-        self._mean = np.array(card["mean"], np.float32).reshape(3, 1, 1)
-        self._std = np.array(card["std"], np.float32).reshape(3, 1, 1)
-        self.card = card
+        return session, card
+
+    def _session_for(self, rgb: np.ndarray) -> ort.InferenceSession:
+        if self._gray_path is None or not is_grayscale(rgb):
+            return self._session
+        with self._gray_lock:
+            if self._gray_session is None:
+                session, card = self._load(self._gray_path)
+                if (card["mean"], card["std"], card["prior_channels"]) != (
+                        self.card["mean"], self.card["std"], self.card["prior_channels"]):
+                    raise ValueError(f"{self._gray_path} takes other inputs than {self.card['name']}")
+                self._gray_session = session
+            return self._gray_session
 
     def probabilities(self, rgb: np.ndarray, pose: Pose | None) -> np.ndarray:
         h, w = rgb.shape[:2]
@@ -39,4 +74,4 @@ class OnnxParsingBackend:
         priors = render_priors(pose, h, w) if pose is not None else np.zeros(
             (self.card["prior_channels"], h, w), np.float32)
         inp = np.concatenate([x, priors], 0)[None]
-        return self._session.run(None, {"input": inp})[0][0]
+        return self._session_for(rgb).run(None, {"input": inp})[0][0]
