@@ -11,8 +11,10 @@ from conftest import CCP, Server
 from PIL import Image
 
 from clothseg.engine import Engine, SegmentOptions, load_engine
+from clothseg.engine.core import Region, composed_region
 from clothseg.engine.evaluation import has_hole
 from clothseg.engine.framings import people_free_images
+from clothseg.engine.taxonomy import FINE_INDEX, FINE_LABELS
 
 PHOTOS = sorted((CCP / "photos").glob("*.jpg"))
 
@@ -91,6 +93,25 @@ def test_people_side_by_side_get_the_masks_each_gets_alone(engine: Engine) -> No
         for name in ("clothes", "body", "hair"):
             expected, got = alone[name] >= 128, together[name][:, x0:x0 + rgb.shape[1]] >= 128
             assert (expected & got).sum() / (expected | got).sum() > 0.8, name
+
+
+def test_a_group_region_takes_each_pixel_from_the_crop_surest_of_a_person() -> None:
+    def member(box: tuple[int, int, int, int], label: str, person: float) -> Region:
+        probs = np.zeros((len(FINE_LABELS), 60, 40), np.float32)
+        probs[FINE_INDEX[label]], probs[FINE_INDEX["background"]] = person, 1 - person
+        return Region(box, probs, np.full((60, 40), person, np.float32))
+
+    near = composed_region([member((0, 0, 100, 150), "upper", 0.9), member((50, 0, 150, 150), "hair", 0.6)])
+    assert near.box == (0, 0, 150, 150) and near.probs.shape == (16, 60, 60)  # the crops' own resolution
+    labels = near.probs.argmax(0)
+    assert (labels[:, :40] == FINE_INDEX["upper"]).all() and (labels[:, 40:] == FINE_INDEX["hair"]).all()
+    # Far apart in a large photo, the region stays a few crops' size; between the crops is background.
+    far = composed_region([member((0, 0, 100, 150), "upper", 0.9), member((3900, 0, 4000, 150), "hair", 0.9)])
+    assert far.box == (0, 0, 4000, 150) and far.probs[0].size <= 4 * 60 * 40
+    labels = far.probs.argmax(0)
+    assert labels[:, 0].tolist().count(FINE_INDEX["upper"]) == labels.shape[0]
+    assert (labels[:, labels.shape[1] // 2] == FINE_INDEX["background"]).all()
+    assert (labels[:, -1] == FINE_INDEX["hair"]).all()
 
 
 def test_a_photo_filled_by_one_person_is_parsed_whole(engine: Engine) -> None:

@@ -66,6 +66,8 @@ CROP_MARGIN = 0.1
 CROP_MAX_AREA = 0.6
 # Two boxes are one person when their overlap is this share of the smaller.
 SAME_PERSON_OVERLAP = 0.5
+# A group's region holds at most this many of its largest crop's pixels.
+COMPOSED_MAX_CROPS = 4
 # Detail mode 2 fits its edge refinement at this many pixels on the long side,
 # and applies it at full size this many rows at a time.
 REFINE_SIDE = 1024
@@ -490,7 +492,10 @@ def composed_region(members: list[Region]) -> Region:
     crop is parsed better in their own)."""
     x0, y0, x1, y1 = bounding_box([m.box for m in members])
     scale = max(m.probs.shape[1] / (m.box[3] - m.box[1]) for m in members)
-    h, w = max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
+    # A crowd spread over a large photo: no more pixels than COMPOSED_MAX_CROPS crops hold.
+    most = COMPOSED_MAX_CROPS * max(m.probs.shape[1] * m.probs.shape[2] for m in members)
+    scale = min(scale, float(np.sqrt(most / _area((x0, y0, x1, y1)))))
+    h, w = max(1, int((y1 - y0) * scale)), max(1, int((x1 - x0) * scale))
     probs = np.zeros((len(FINE_LABELS), h, w), np.float32)
     probs[FINE_INDEX["background"]] = 1
     prior = np.zeros((h, w), np.float32)
