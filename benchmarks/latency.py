@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clothseg.cli import return_freed_memory
 from clothseg.engine import SegmentOptions, load_engine
 from clothseg.engine.core import WORKING_HEIGHT, working_size
 from clothseg.imaging import encode_png
@@ -60,6 +61,7 @@ def main() -> None:
     rgb = np.asarray(img)
     print(f"input {img.width}x{img.height}, {args.threads} threads, {args.runs} runs")
 
+    return_freed_memory()  # as `clothseg serve` and `clothseg worker` run the engine
     engine = load_engine(args.model, threads=args.threads)
     for label, opts in (("quality 1", SegmentOptions(4, 1, 1, 1)),
                         ("quality 2", SegmentOptions(4, 2, 1, 1)),

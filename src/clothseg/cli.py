@@ -134,7 +134,7 @@ def serve(
 
     relay_native_output()  # before the model's native libraries load and write to stderr
     configure_logging()
-    _return_freed_memory()
+    return_freed_memory()
     log = logging.getLogger("clothseg.cli")
     try:
         settings = _settings(data_dir)
@@ -154,7 +154,7 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Have glibc hand every large buffer (images, masks) back to the system when it is
     freed.  By default it raises its mmap threshold after the first large free, and from
     then on such buffers stay in the heap: measured on quality 2 tasks, that costs some
@@ -189,7 +189,7 @@ def worker(
 
     relay_native_output()
     configure_logging()
-    _return_freed_memory()
+    return_freed_memory()
     log = logging.getLogger("clothseg.cli")
     try:
         settings = _settings(data_dir)

@@ -50,6 +50,10 @@ class OnnxParsingBackend:
         opts.intra_op_num_threads = self._threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No memory arena: it keeps each session's largest activations for good
+        # (two sessions held ~140 MB more after a 4000 px photo), for no
+        # measurable speed on this network.
+        opts.enable_cpu_mem_arena = False
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         card = json.loads(path.with_suffix(".json").read_text())
         if tuple(card["labels"]) != FINE_LABELS:
