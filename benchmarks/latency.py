@@ -42,6 +42,7 @@ def time_engine(engine, rgb: np.ndarray, options: SegmentOptions, runs: int) -> 
         seg = engine.segment(rgb, options)
         for mask in seg.class_masks.values():
             encode_png(mask)
+        del seg  # as a worker drops a task's masks once stored, not during the next task
         if i >= 2:  # warm-up runs excluded
             out.append(time.perf_counter() - t)
     return out
