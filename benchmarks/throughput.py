@@ -336,10 +336,11 @@ class Deployment:
         deadline = time.monotonic() + 180
         pending_nodes = dict(zip(self.node_urls, self.nodes, strict=True))
         pending_workers = list(self.workers)
+        last_answers: dict[str, str] = {}
         while pending_nodes or pending_workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not ready after 180 s: {[p.name for p in pending_workers]} "
-                                   f"{list(pending_nodes)}")
+                                   f"{list(pending_nodes)} {last_answers}")
             for proc in [*pending_nodes.values(), *pending_workers]:
                 if not proc.alive():
                     raise RuntimeError(f"{proc.name} exited: {proc.tail()}")
@@ -348,8 +349,8 @@ class Deployment:
                     answer = httpx.get(f"{url}/healthz", timeout=5)
                     if answer.status_code == 200:
                         del pending_nodes[url]
-                    elif answer.status_code == 500:
-                        raise RuntimeError(f"{proc.name} is unhealthy: {answer.text}")
+                    else:  # e.g. 500 "workers: none alive" until a worker's first heartbeat
+                        last_answers[proc.name] = answer.text
             pending_workers = [w for w in pending_workers if "worker ready" not in w.tail()]
             time.sleep(0.25)
         if self.workers:
