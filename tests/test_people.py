@@ -195,3 +195,26 @@ def test_a_head_to_hips_photo_has_no_shoes(engine: Engine, i: int) -> None:
     masks = engine.segment(upper, SegmentOptions(class_type=2)).class_masks
     assert (masks["shoes"] >= 128).sum() == 0
     assert (masks["tops"] >= 128).mean() > 0.05
+
+
+def test_a_top_and_a_dress_of_one_colour_are_one_dress() -> None:
+    from clothseg.engine.core import whole_dresses
+
+    def parsed(top_rows: int) -> np.ndarray:
+        """A network's answer over 20 rows: the upper rows a top, the rest a dress."""
+        label = np.full((20, 4), FINE_INDEX["dress"])
+        label[:top_rows] = FINE_INDEX["upper"]
+        return np.eye(len(FINE_LABELS), dtype=np.float32)[label].transpose(2, 0, 1) * 0.9 + 0.1 / len(FINE_LABELS)
+
+    one_fabric = np.full((200, 40, 3), (200, 40, 60), np.uint8)
+    merged = whole_dresses(parsed(12), one_fabric)
+    assert (merged.argmax(0) == FINE_INDEX["dress"]).all()
+    np.testing.assert_allclose(merged.sum(0), 1.0, rtol=1e-6)
+    # A red top over a blue skirt that the network called dress: two garments.
+    two_garments = one_fabric.copy()
+    two_garments[120:] = (30, 50, 160)
+    probs = parsed(12)
+    assert whole_dresses(probs, two_garments) is probs
+    # A row of dress under a top does not make the top a dress.
+    probs = parsed(19)
+    assert whole_dresses(probs, one_fabric) is probs
