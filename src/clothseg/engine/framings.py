@@ -3,9 +3,10 @@
 CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
-only, in grayscale, two people side by side, on a white studio canvas.  The
-people-free set holds images that must be refused (API state -11): flat,
-gradient, patterned and noise images and street scenes without a person.
+only, hips to feet only, in grayscale, two people side by side, on a white
+studio canvas.  The people-free set holds images that must be refused (API
+state -11): flat, gradient, patterned and noise images and street scenes
+without a person.
 
 Backgrounds are made of the given photos' upper corners, left and right of
 their person: walls, windows, trees and sky.  (CCP annotates one person per
@@ -84,12 +85,14 @@ def wide(photo: Photo, strips: list[np.ndarray], seed: int) -> tuple[np.ndarray,
     return canvas, labels
 
 
-def upper(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
-    """Head to hips: the rows down to half the person's height."""
+def half(photo: Photo, upper: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Head to hips (``upper``) or hips to feet: the rows above or below half
+    the person's height."""
     _, rgb, gt = photo
     _, y0, _, y1 = person_box(gt)
-    bottom = y0 + (y1 - y0) // 2
-    return rgb[:bottom].copy(), gt[:bottom].copy()
+    middle = y0 + (y1 - y0) // 2
+    rows = slice(None, middle) if upper else slice(middle, None)
+    return rgb[rows].copy(), gt[rows].copy()
 
 
 def gray(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +123,7 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "gray", "two", "studio")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "gray", "two", "studio")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -131,7 +134,8 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
     make: dict[str, Callable[[int, Photo], tuple[np.ndarray, np.ndarray]]] = {
         "full": lambda _, p: (p[1], p[2]),
         "wide": lambda i, p: wide(p, strips, seed=i),
-        "upper": lambda _, p: upper(p),
+        "upper": lambda _, p: half(p, upper=True),
+        "lower": lambda _, p: half(p, upper=False),
         "gray": lambda _, p: gray(p),
         "two": lambda i, p: two(p, photos[(i + 1) % len(photos)]),
         "studio": lambda _, p: studio(p),
