@@ -232,3 +232,24 @@ def test_a_top_and_a_dress_of_one_colour_are_one_dress() -> None:
     # A row of dress under a top does not make the top a dress.
     probs = parsed(19)
     assert whole_dresses(probs, one_fabric) is probs
+
+
+def test_a_label_that_wins_only_a_speck_has_an_empty_mask() -> None:
+    """A few hair pixels on a hips-to-feet photo are noise: the label goes, its
+    pixels take the next label; a small but real piece (a shoe) stays."""
+    from clothseg.engine.core import without_specks
+
+    label = np.full((200, 300), FINE_INDEX["pants"])
+    label[:100] = FINE_INDEX["background"]
+    label[190:, :20] = FINE_INDEX["shoes"]  # 200 pixels: 0.3% of the region
+    label[100:105, 150:155] = FINE_INDEX["hair"]  # 25 pixels: 0.04%
+    probs = np.eye(len(FINE_LABELS), dtype=np.float32)[label].transpose(2, 0, 1) * 0.6
+    probs[FINE_INDEX["pants"]] += 0.3
+    probs += 0.1 / len(FINE_LABELS)
+    probs /= probs.sum(0)
+    clean = without_specks(probs)
+    assert (clean[FINE_INDEX["hair"]] == 0).all()
+    assert (clean.argmax(0)[100:105, 150:155] == FINE_INDEX["pants"]).all()
+    assert (clean.argmax(0)[190:, :20] == FINE_INDEX["shoes"]).all()
+    np.testing.assert_allclose(clean.sum(0), 1.0, rtol=1e-5)
+    assert without_specks(clean) is clean

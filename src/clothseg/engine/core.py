@@ -58,6 +58,8 @@ WINDOW_ASPECT = 1.2
 # when all of them lie this far down (1.0 = the bottom edge).
 FEET_LANDMARKS = [27, 28, 29, 30, 31, 32]
 FEET_OUTSIDE = 1.05
+# A label the network gives less than this share of a region's pixels is noise.
+MIN_LABEL_SHARE = 0.0005
 # A top and a dress of one colour are one garment, a dress, when the dress
 # holds at least this share of the two.  Their colour distance is the Lab
 # distance of their mean colours with lightness at half weight (shading):
@@ -543,10 +545,25 @@ def _windows(height: int, width: int, side: int) -> list[tuple[int, int]]:
 
 def tidy_region(box: Box, probs: np.ndarray, pose: Pose, rgb: np.ndarray) -> Region:
     """The region ``box`` from the network's probabilities over it, the pose
-    found in it and its pixels ``rgb``: no shoes without feet, a dress in one
-    piece, no holes in the head."""
-    probs = fill_head_holes(whole_dresses(without_unseen_feet(probs, pose), rgb))
+    found in it and its pixels ``rgb``: no shoes without feet, no specks of a
+    label, a dress in one piece, no holes in the head."""
+    probs = fill_head_holes(whole_dresses(without_specks(without_unseen_feet(probs, pose)), rgb))
     return Region(box, probs, _resized(pose.person_mask, probs.shape[1:]))
+
+
+def without_specks(probs: np.ndarray) -> np.ndarray:
+    """A label that wins only a speck of the region (a few hair pixels on a
+    hips-to-feet photo, stray shoe pixels on a portrait) is noise: its
+    probability goes to the other labels, so its mask is empty."""
+    counts = np.bincount(probs.argmax(0).ravel(), minlength=len(FINE_LABELS))
+    specks = (counts > 0) & (counts < MIN_LABEL_SHARE * probs[0].size)
+    specks[FINE_INDEX["background"]] = False
+    if not specks.any():
+        return probs
+    probs = probs.copy()
+    probs[specks] = 0
+    probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
+    return probs
 
 
 def whole_dresses(probs: np.ndarray, rgb: np.ndarray) -> np.ndarray:
