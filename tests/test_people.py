@@ -137,6 +137,21 @@ def test_a_hips_to_feet_photo_is_parsed_over_the_whole_person(engine: Engine, st
     assert mask_iou(seg.class_masks["clothes"] >= 128, garments) > 0.7
 
 
+@pytest.mark.parametrize("quarters", [1, 3])
+def test_a_photo_turned_sideways_gets_the_masks_of_the_upright_photo(engine: Engine, quarters: int) -> None:
+    """A person lying down, or a photo turned without its EXIF orientation: the
+    engine parses it turned upright (here on a crop, at full-size detail) and
+    turns the masks back."""
+    frame = street(1000, 1000)
+    paste(frame, ccp_photo(1), height=700, left=150, top=200)
+    options = SegmentOptions(class_type=4, detail_mode=2)
+    upright = engine.segment(frame, options).class_masks
+    turned = engine.segment(np.ascontiguousarray(np.rot90(frame, quarters)), options).class_masks
+    assert engine.parse(frame).cropped
+    for name in ("clothes", "body", "hair"):
+        assert mask_iou(np.rot90(turned[name], -quarters) >= 128, upright[name] >= 128) > 0.95, name
+
+
 def test_people_free_images_have_no_person(engine: Engine) -> None:
     photos = [(p.stem, ccp_photo(i), np.zeros(ccp_photo(i).shape[:2], np.uint8)) for i, p in enumerate(PHOTOS)]
     # Without labels the whole photo is "background": use flat, patterned and noise images only.

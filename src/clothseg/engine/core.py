@@ -54,6 +54,17 @@ NET_ONLY_CONFIDENCE = 0.85
 # A photo this much wider (or taller) than square is searched in square windows
 # when MediaPipe finds nobody, or only small people, in the whole photo.
 WINDOW_ASPECT = 1.2
+# MediaPipe Pose's shoulders and hips.  A person whose torso (hips to
+# shoulders) lies within LYING_LEAN degrees of horizontal (lying down, a photo
+# turned sideways without its EXIF orientation) is parsed on the photo turned
+# a quarter, when MediaPipe then finds them standing (within STANDING_LEAN of
+# upright): the network learnt standing people.  The validation photos turned
+# a quarter lean 82-100 degrees; upright they lean at most 13.  (MediaPipe
+# also "finds" upside-down people in photos of legs, and small tilted ones
+# in street scenes: upside-down photos are not turned.)
+SHOULDERS, HIPS = [11, 12], [23, 24]
+LYING_LEAN = (70.0, 110.0)
+STANDING_LEAN = 30.0
 # MediaPipe Pose's ankle, heel and foot landmarks; the feet are out of the photo
 # when all of them lie this far down (1.0 = the bottom edge).
 FEET_LANDMARKS = [27, 28, 29, 30, 31, 32]
@@ -209,6 +220,13 @@ class Region:
         out = cv2.resize(maps, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         return out.reshape(y1 - y0, x1 - x0, -1) if maps.ndim == 3 else out
 
+    def turned(self, width: int) -> Region:
+        """This region of a photo ``width`` pixels wide, with the photo turned a
+        quarter counter-clockwise (``np.rot90``)."""
+        x0, y0, x1, y1 = self.box
+        return Region((y0, width - x1, y1, width - x0), np.ascontiguousarray(np.rot90(self.probs, axes=(1, 2))),
+                      np.ascontiguousarray(np.rot90(self.person_prior)))
+
 
 @dataclass
 class Parsing:
@@ -234,6 +252,14 @@ class Parsing:
             out[y0:y1, x0:x1] = m
         return out
 
+    def turned(self, quarters: int) -> Parsing:
+        """The parsing of the photo turned ``quarters`` counter-clockwise (``np.rot90``)."""
+        parsing = self
+        for _ in range(quarters % 4):
+            (height, width) = parsing.size
+            parsing = Parsing([r.turned(width) for r in parsing.regions], (width, height), parsing.has_person)
+        return parsing
+
     def full_probabilities(self) -> np.ndarray:
         """(K, H, W) probabilities over the whole photo (background outside the regions)."""
         background = np.eye(len(FINE_LABELS), dtype=np.float32)[FINE_INDEX["background"]]
@@ -250,10 +276,22 @@ class Engine:
         """Find the people, then parse them: the network first sees the whole
         photo; where the people fill only part of the frame, it runs again on a
         crop around each group of them, so a small person gets the working
-        resolution."""
+        resolution.  A person lying down, or a photo turned sideways, is parsed
+        turned upright and the parsing turned back."""
+        pose = self._pose(rgb)
+        lean = torso_lean(pose, *rgb.shape[:2])
+        if lean is not None and LYING_LEAN[0] <= abs(lean) <= LYING_LEAN[1]:
+            quarters = 1 if lean > 0 else 3  # counter-clockwise: a head on the right goes up
+            upright = np.ascontiguousarray(np.rot90(rgb, quarters))
+            upright_pose = self._pose(upright)
+            upright_lean = torso_lean(upright_pose, *upright.shape[:2])
+            if upright_lean is not None and abs(upright_lean) <= STANDING_LEAN:
+                return self._parse(upright, upright_pose, quality, detail_mode).turned(-quarters)
+        return self._parse(rgb, pose, quality, detail_mode)
+
+    def _parse(self, rgb: np.ndarray, pose: Pose, quality: int, detail_mode: int) -> Parsing:
         H, W = rgb.shape[:2]
         target = WORKING_HEIGHT[detail_mode]
-        pose = self._pose(rgb)
         whole = self._network(rgb, pose, target, ((1.0, False),))
         people = distinct_people(self._find_people(rgb, pose, whole))
         if not people:
@@ -437,6 +475,16 @@ def person_regions(probs: np.ndarray, height: int, width: int) -> list[PersonReg
         box = (int(x * sx), int(y * sy), int(np.ceil((x + bw) * sx)), int(np.ceil((y + bh) * sy)))
         regions.append(PersonRegion(box, area / person.size, float(person[labels == i].mean())))
     return regions
+
+
+def torso_lean(pose: Pose, height: int, width: int) -> float | None:
+    """Degrees from upright of MediaPipe's torso (hips to shoulders): 0 standing,
+    90 lying with the head to the right, -90 to the left; None without a pose."""
+    if pose.landmarks is None:
+        return None
+    points = pose.landmarks[:, :2] * np.array([width, height], np.float32)
+    up = points[SHOULDERS].mean(0) - points[HIPS].mean(0)
+    return float(np.degrees(np.arctan2(up[0], -up[1])))
 
 
 def pose_box(pose: Pose, height: int, width: int) -> Box:

@@ -4,7 +4,7 @@ CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
 only, hips to feet only, in grayscale, two people side by side, on a white
-studio canvas.  The people-free set holds images that must be refused (API
+studio canvas, turned sideways.  The people-free set holds images that must be refused (API
 state -11): flat, gradient, patterned and noise images and street scenes
 without a person.
 
@@ -109,6 +109,14 @@ def two(photo: Photo, other: Photo) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([rgb, rgb2], 1), np.concatenate([gt, gt2], 1)
 
 
+def sideways(photo: Photo, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo turned a quarter, counter-clockwise and clockwise in turn: a
+    person lying down, or a photo without its EXIF orientation."""
+    _, rgb, gt = photo
+    quarters = 1 if i % 2 else 3
+    return np.ascontiguousarray(np.rot90(rgb, quarters)), np.ascontiguousarray(np.rot90(gt, quarters))
+
+
 def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     """The person alone, centred on a white canvas 1.5x the photo's size."""
     _, rgb, gt = photo
@@ -123,7 +131,7 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "gray", "two", "studio")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "gray", "two", "studio", "sideways")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -139,6 +147,7 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "gray": lambda _, p: gray(p),
         "two": lambda i, p: two(p, photos[(i + 1) % len(photos)]),
         "studio": lambda _, p: studio(p),
+        "sideways": lambda i, p: sideways(p, i),
     }
     for i, photo in enumerate(photos):
         rgb, gt = make[name](i, photo)
