@@ -447,3 +447,26 @@ def test_pose_of_a_large_photo_matches_the_photo_at_training_scale(rgb: np.ndarr
     assert max(large.person_mask.shape) <= POSE_SIDE
     visible = small.landmarks[:, 2] > 0.5
     assert np.abs(small.landmarks[visible, :2] - large.landmarks[visible, :2]).max() < 0.02
+
+
+def test_every_framing_moves_the_labels_with_the_pixels() -> None:
+    """The framing suite's figures rest on this: in every framing the labelled
+    pixels are the person's (a bright figure on a dark photo here)."""
+    from clothseg.engine.framings import FRAMINGS, framed
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for i in range(4):
+        rgb = rng.integers(0, 40, (240, 160, 3), dtype=np.uint8)
+        labels = np.zeros((240, 160), np.uint8)
+        labels[60 + i:230, 50:110] = 1 + i
+        rgb[labels > 0] = 250
+        photos.append((f"{i:04d}", rgb, labels))
+    for name in FRAMINGS:
+        people = 3 if name == "group" else 2 if name == "two" else 1
+        for _, rgb, labels in framed(name, photos):
+            assert rgb.shape[:2] == labels.shape and rgb.dtype == np.uint8, name
+            person = labels > 0
+            assert person.any() and rgb[person].mean() > 200, name
+            columns = np.flatnonzero(person.any(0))
+            assert (np.diff(columns) > 1).sum() + 1 == people, name

@@ -54,6 +54,12 @@ NET_ONLY_CONFIDENCE = 0.85
 # A photo this much wider (or taller) than square is searched in square windows
 # when MediaPipe finds nobody, or only small people, in the whole photo.
 WINDOW_ASPECT = 1.2
+# People MediaPipe looks for in one window, hiding each one it finds, when
+# the people found in the whole photo (if any) are under SMALL_PERSON of its
+# height: a street scene of several small people, not one large person with
+# bystanders behind.
+PEOPLE_PER_WINDOW = 3
+SMALL_PERSON = 0.5
 # MediaPipe Pose's shoulders and hips.  A person whose torso (hips to
 # shoulders) lies within LYING_LEAN degrees of horizontal (lying down, a photo
 # turned sideways without its EXIF orientation) is parsed on the photo turned
@@ -344,11 +350,18 @@ class Engine:
         small = not found or _area(crop_box(found, H, W)) < CROP_MAX_AREA * H * W
         if small and max(H, W) > WINDOW_ASPECT * min(H, W):
             side = min(H, W)
+            # Several small people (a street scene) may share a window.
+            per_window = PEOPLE_PER_WINDOW if all(b[3] - b[1] < SMALL_PERSON * H for b in found) else 1
             for x0, y0 in _windows(H, W, side):
-                window_pose = self._pose(np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side]))
-                if window_pose.landmarks is not None:
+                window = np.array(rgb[y0:y0 + side, x0:x0 + side])
+                for _ in range(per_window):
+                    window_pose = self._pose(window)
+                    if window_pose.landmarks is None:
+                        break
                     bx0, by0, bx1, by1 = pose_box(window_pose, side, side)
                     found.append((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0))
+                    # MediaPipe finds one person per call: hide this one to find the next.
+                    window[by0:by1, bx0:bx1] = window.reshape(-1, 3).mean(0).astype(np.uint8)
         if not found:
             return []
         # The network also calls walls and pavement "person" at a distance: another

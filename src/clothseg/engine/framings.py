@@ -3,8 +3,8 @@
 CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
-only, hips to feet only, in grayscale, two people side by side, on a white
-studio canvas, turned sideways.  The people-free set holds images that must be refused (API
+only, hips to feet only, in grayscale, two people side by side, three small
+in a wide frame, on a white studio canvas, turned sideways.  The people-free set holds images that must be refused (API
 state -11): flat, gradient, patterned and noise images and street scenes
 without a person.
 
@@ -100,13 +100,16 @@ def gray(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB), gt
 
 
-def two(photo: Photo, other: Photo) -> tuple[np.ndarray, np.ndarray]:
-    """Two people side by side: the photo and another at the same height."""
-    _, rgb, gt = photo
-    _, rgb2, gt2 = other
-    rgb2, gt2 = _resize_pair(rgb2, gt2, rgb.shape[0] / rgb2.shape[0])
-    rgb2, gt2 = rgb2[: rgb.shape[0]], gt2[: rgb.shape[0]]
-    return np.concatenate([rgb, rgb2], 1), np.concatenate([gt, gt2], 1)
+def side_by_side(photos: list[Photo]) -> Photo:
+    """The photos next to each other at the first one's height: two or more
+    people side by side."""
+    stem, rgb, gt = photos[0]
+    rgbs, gts = [rgb], [gt]
+    for _, other_rgb, other_gt in photos[1:]:
+        other_rgb, other_gt = _resize_pair(other_rgb, other_gt, rgb.shape[0] / other_rgb.shape[0])
+        rgbs.append(other_rgb[: rgb.shape[0]])
+        gts.append(other_gt[: rgb.shape[0]])
+    return stem, np.concatenate(rgbs, 1), np.concatenate(gts, 1)
 
 
 def sideways(photo: Photo, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,21 +134,23 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "gray", "two", "studio", "sideways")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "gray", "two", "group", "studio", "sideways")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
     """Each photo in framing ``name`` (see FRAMINGS)."""
     if name not in FRAMINGS:
         raise ValueError(f"unknown framing {name!r}; one of {', '.join(FRAMINGS)}")
-    strips = background_strips(photos) if name == "wide" else []
+    strips = background_strips(photos) if name in ("wide", "group") else []
+    n = len(photos)
     make: dict[str, Callable[[int, Photo], tuple[np.ndarray, np.ndarray]]] = {
         "full": lambda _, p: (p[1], p[2]),
         "wide": lambda i, p: wide(p, strips, seed=i),
         "upper": lambda _, p: half(p, upper=True),
         "lower": lambda _, p: half(p, upper=False),
         "gray": lambda _, p: gray(p),
-        "two": lambda i, p: two(p, photos[(i + 1) % len(photos)]),
+        "two": lambda i, p: side_by_side([p, photos[(i + 1) % n]])[1:],
+        "group": lambda i, p: wide(side_by_side([p, photos[(i + 1) % n], photos[(i + 2) % n]]), strips, seed=i),
         "studio": lambda _, p: studio(p),
         "sideways": lambda i, p: sideways(p, i),
     }
