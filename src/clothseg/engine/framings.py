@@ -4,9 +4,9 @@ CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
 only, hips to feet only, in grayscale, two people side by side, three small
-in a wide frame, on a white studio canvas, turned sideways.  The people-free set holds images that must be refused (API
-state -11): flat, gradient, patterned and noise images and street scenes
-without a person.
+in a wide frame, on a white studio canvas, turned sideways.  The people-free
+set holds images that must be refused (API state -11): flat, gradient,
+patterned and noise images and street scenes without a person.
 
 Backgrounds are made of the given photos' upper corners, left and right of
 their person: walls, windows, trees and sky.  (CCP annotates one person per
