@@ -608,30 +608,36 @@ def tidy_region(box: Box, probs: np.ndarray, pose: Pose, rgb: np.ndarray) -> Reg
     """The region ``box`` from the network's probabilities over it, the pose
     found in it and its pixels ``rgb``: no shoes without feet, no specks of a
     label, a dress in one piece, no holes in the head."""
-    probs = fill_head_holes(whole_dresses(without_specks(without_unseen_feet(probs, pose)), rgb))
+    probs = without_unseen_feet(probs, pose)
+    probs, label = without_specks(probs, probs.argmax(0))  # one argmax (~5 ms) serves both rules
+    probs = fill_head_holes(whole_dresses(probs, label, rgb))
     return Region(box, probs, _resized(pose.person_mask, probs.shape[1:]))
 
 
-def without_specks(probs: np.ndarray) -> np.ndarray:
+def without_specks(probs: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A label that wins only a speck of the region (a few hair pixels on a
     hips-to-feet photo, stray shoe pixels on a portrait) is noise: its
-    probability goes to the other labels, so its mask is empty."""
-    counts = np.bincount(probs.argmax(0).ravel(), minlength=len(FINE_LABELS))
-    specks = (counts > 0) & (counts < MIN_LABEL_SHARE * probs[0].size)
+    probability goes to the other labels, so its mask is empty.  ``label`` is
+    the argmax of ``probs``; both are returned, updated."""
+    counts = np.bincount(label.ravel(), minlength=len(FINE_LABELS))
+    specks = (counts > 0) & (counts < MIN_LABEL_SHARE * label.size)
     specks[FINE_INDEX["background"]] = False
     if not specks.any():
-        return probs
+        return probs, label
     probs = probs.copy()
     probs[specks] = 0
     probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
-    return probs
+    label = label.copy()
+    where = specks[label]
+    label[where] = probs[:, where].argmax(0)
+    return probs, label
 
 
-def whole_dresses(probs: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+def whole_dresses(probs: np.ndarray, label: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     """One garment, one class: the network often calls a dress's bodice a top
     when the skirt is small or cut off by the frame.  When the pixels it calls
-    top and those it calls dress have one colour, the top is the dress's."""
-    label = probs.argmax(0)
+    (``label``, the argmax of ``probs``) top and those it calls dress have one
+    colour, the top is the dress's."""
     top, dress = label == FINE_INDEX["upper"], label == FINE_INDEX["dress"]
     tops, dresses = int(top.sum()), int(dress.sum())
     if not tops or dresses < WHOLE_DRESS_MIN_SHARE * (tops + dresses):
