@@ -65,9 +65,10 @@ SMALL_PERSON = 0.5
 # turned sideways without its EXIF orientation) is parsed on the photo turned
 # a quarter, when MediaPipe then finds them standing (within STANDING_LEAN of
 # upright): the network learnt standing people.  The validation photos turned
-# a quarter lean 82-100 degrees; upright they lean at most 13.  (MediaPipe
-# also "finds" upside-down people in photos of legs, and small tilted ones
-# in street scenes: upside-down photos are not turned.)
+# a quarter lean 82-100 degrees; upright they lean at most 13.  A torso leaning
+# more than LYING_LEAN[1] is upside down, and the photo is turned a half when,
+# besides, the network sees more face in it turned than as it is: MediaPipe
+# also "finds" upside-down people in photos of legs and in street scenes.
 SHOULDERS, HIPS = [11, 12], [23, 24]
 LYING_LEAN = (70.0, 110.0)
 STANDING_LEAN = 30.0
@@ -282,23 +283,35 @@ class Engine:
         """Find the people, then parse them: the network first sees the whole
         photo; where the people fill only part of the frame, it runs again on a
         crop around each group of them, so a small person gets the working
-        resolution.  A person lying down, or a photo turned sideways, is parsed
-        turned upright and the parsing turned back."""
+        resolution.  A person lying down, or a photo turned sideways or upside
+        down, is parsed turned upright and the parsing turned back."""
         pose = self._pose(rgb)
         lean = torso_lean(pose, *rgb.shape[:2])
-        if lean is not None and LYING_LEAN[0] <= abs(lean) <= LYING_LEAN[1]:
-            quarters = 1 if lean > 0 else 3  # counter-clockwise: a head on the right goes up
-            upright = np.ascontiguousarray(np.rot90(rgb, quarters))
-            upright_pose = self._pose(upright)
-            upright_lean = torso_lean(upright_pose, *upright.shape[:2])
-            if upright_lean is not None and abs(upright_lean) <= STANDING_LEAN:
-                return self._parse(upright, upright_pose, quality, detail_mode).turned(-quarters)
-        return self._parse(rgb, pose, quality, detail_mode)
-
-    def _parse(self, rgb: np.ndarray, pose: Pose, quality: int, detail_mode: int) -> Parsing:
-        H, W = rgb.shape[:2]
+        if lean is None or abs(lean) < LYING_LEAN[0]:
+            return self._parse(rgb, pose, quality, detail_mode)
+        # Counter-clockwise quarters: a head on the right goes up.
+        quarters = 2 if abs(lean) > LYING_LEAN[1] else 1 if lean > 0 else 3
+        upright = np.ascontiguousarray(np.rot90(rgb, quarters))
+        upright_pose = self._pose(upright)
+        upright_lean = torso_lean(upright_pose, *upright.shape[:2])
+        if upright_lean is None or abs(upright_lean) > STANDING_LEAN:
+            return self._parse(rgb, pose, quality, detail_mode)
+        if quarters != 2:
+            return self._parse(upright, upright_pose, quality, detail_mode).turned(-quarters)
         target = WORKING_HEIGHT[detail_mode]
         whole = self._network(rgb, pose, target, ((1.0, False),))
+        upright_whole = self._network(upright, upright_pose, target, ((1.0, False),))
+        if face_share(upright_whole) > face_share(whole):
+            return self._parse(upright, upright_pose, quality, detail_mode, upright_whole).turned(2)
+        return self._parse(rgb, pose, quality, detail_mode, whole)
+
+    def _parse(self, rgb: np.ndarray, pose: Pose, quality: int, detail_mode: int,
+               whole: np.ndarray | None = None) -> Parsing:
+        """``whole``: the network's pass over the whole photo, if already made."""
+        H, W = rgb.shape[:2]
+        target = WORKING_HEIGHT[detail_mode]
+        if whole is None:
+            whole = self._network(rgb, pose, target, ((1.0, False),))
         people = distinct_people(self._find_people(rgb, pose, whole))
         if not people:
             return Parsing([Region((0, 0, W, H), whole, _resized(pose.person_mask, whole.shape[1:]))], (H, W), False)
@@ -488,6 +501,11 @@ def person_regions(probs: np.ndarray, height: int, width: int) -> list[PersonReg
         box = (int(x * sx), int(y * sy), int(np.ceil((x + bw) * sx)), int(np.ceil((y + bh) * sy)))
         regions.append(PersonRegion(box, area / person.size, float(person[labels == i].mean())))
     return regions
+
+
+def face_share(probs: np.ndarray) -> float:
+    """The share of the pixels whose most likely label is face."""
+    return float((probs.argmax(0) == FINE_INDEX["face"]).mean())
 
 
 def torso_lean(pose: Pose, height: int, width: int) -> float | None:

@@ -4,9 +4,9 @@ CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
 only, hips to feet only, in grayscale, two people side by side, three small
-in a wide frame, on a white studio canvas, turned sideways.  The people-free
-set holds images that must be refused (API state -11): flat, gradient,
-patterned and noise images and street scenes without a person.
+in a wide frame, on a white studio canvas, turned sideways or upside down.
+The people-free set holds images that must be refused (API state -11): flat,
+gradient, patterned and noise images and street scenes without a person.
 
 Backgrounds are made of the given photos' upper corners, left and right of
 their person: walls, windows, trees and sky.  (CCP annotates one person per
@@ -112,11 +112,10 @@ def side_by_side(photos: list[Photo]) -> Photo:
     return stem, np.concatenate(rgbs, 1), np.concatenate(gts, 1)
 
 
-def sideways(photo: Photo, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """The photo turned a quarter, counter-clockwise and clockwise in turn: a
-    person lying down, or a photo without its EXIF orientation."""
+def turned(photo: Photo, quarters: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo turned ``quarters`` counter-clockwise: a person lying down
+    (one or three), a photo without its EXIF orientation (any)."""
     _, rgb, gt = photo
-    quarters = 1 if i % 2 else 3
     return np.ascontiguousarray(np.rot90(rgb, quarters)), np.ascontiguousarray(np.rot90(gt, quarters))
 
 
@@ -134,7 +133,8 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "gray", "two", "group", "studio", "sideways")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "gray", "two", "group", "studio", "sideways",
+                              "upsidedown")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -152,7 +152,8 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "two": lambda i, p: side_by_side([p, photos[(i + 1) % n]])[1:],
         "group": lambda i, p: wide(side_by_side([p, photos[(i + 1) % n], photos[(i + 2) % n]]), strips, seed=i),
         "studio": lambda _, p: studio(p),
-        "sideways": lambda i, p: sideways(p, i),
+        "sideways": lambda i, p: turned(p, 1 if i % 2 else 3),  # counter-clockwise and clockwise in turn
+        "upsidedown": lambda _, p: turned(p, 2),
     }
     for i, photo in enumerate(photos):
         rgb, gt = make[name](i, photo)
