@@ -169,8 +169,8 @@ def test_a_photo_turned_gets_the_masks_of_the_upright_photo(engine: Engine, quar
 
 def test_a_photo_of_legs_is_not_taken_for_a_person_upside_down(engine: Engine) -> None:
     """MediaPipe reads 0748's legs (hips to feet) as a person upside down and,
-    turned, as one standing; the network sees no face in the turned photo, so
-    the photo is parsed as it is and its shoes stay shoes."""
+    turned, as one standing; the network sees no face or hair in the turned
+    photo, so the photo is parsed as it is and its shoes stay shoes."""
     (photo,) = iter_ccp(CCP, ["0748"])
     rgb, labels = half(photo, upper=False)
     seg = engine.segment(np.ascontiguousarray(rgb), SegmentOptions(class_type=2))

@@ -67,8 +67,9 @@ SMALL_PERSON = 0.5
 # upright): the network learnt standing people.  The validation photos turned
 # a quarter lean 82-100 degrees; upright they lean at most 13.  A torso leaning
 # more than LYING_LEAN[1] is upside down, and the photo is turned a half when,
-# besides, the network sees more face in it turned than as it is: MediaPipe
-# also "finds" upside-down people in photos of legs and in street scenes.
+# besides, the network sees more of a head (face or hair) in it turned than as
+# it is: MediaPipe also "finds" upside-down people in photos of legs and in
+# street scenes.
 SHOULDERS, HIPS = [11, 12], [23, 24]
 LYING_LEAN = (70.0, 110.0)
 STANDING_LEAN = 30.0
@@ -301,7 +302,7 @@ class Engine:
         target = WORKING_HEIGHT[detail_mode]
         whole = self._network(rgb, pose, target, ((1.0, False),))
         upright_whole = self._network(upright, upright_pose, target, ((1.0, False),))
-        if face_share(upright_whole) > face_share(whole):
+        if (head_shares(upright_whole) > head_shares(whole)).any():
             return self._parse(upright, upright_pose, quality, detail_mode, upright_whole).turned(2)
         return self._parse(rgb, pose, quality, detail_mode, whole)
 
@@ -503,9 +504,10 @@ def person_regions(probs: np.ndarray, height: int, width: int) -> list[PersonReg
     return regions
 
 
-def face_share(probs: np.ndarray) -> float:
-    """The share of the pixels whose most likely label is face."""
-    return float((probs.argmax(0) == FINE_INDEX["face"]).mean())
+def head_shares(probs: np.ndarray) -> np.ndarray:
+    """The shares of the pixels whose most likely label is face, and hair."""
+    counts = np.bincount(probs.argmax(0).ravel(), minlength=len(FINE_LABELS))
+    return counts[[FINE_INDEX["face"], FINE_INDEX["hair"]]] / counts.sum()
 
 
 def torso_lean(pose: Pose, height: int, width: int) -> float | None:
