@@ -300,8 +300,8 @@ class Engine:
         if quarters != 2:
             return self._parse(upright, upright_pose, quality, detail_mode).turned(-quarters)
         target = WORKING_HEIGHT[detail_mode]
-        whole = self._network(rgb, pose, target, ((1.0, False),))
-        upright_whole = self._network(upright, upright_pose, target, ((1.0, False),))
+        whole = self._network(rgb, pose, target, tta_views(1))
+        upright_whole = self._network(upright, upright_pose, target, tta_views(1))
         if (head_shares(upright_whole) > head_shares(whole)).any():
             return self._parse(upright, upright_pose, quality, detail_mode, upright_whole).turned(2)
         return self._parse(rgb, pose, quality, detail_mode, whole)
@@ -312,7 +312,7 @@ class Engine:
         H, W = rgb.shape[:2]
         target = WORKING_HEIGHT[detail_mode]
         if whole is None:
-            whole = self._network(rgb, pose, target, ((1.0, False),))
+            whole = self._network(rgb, pose, target, tta_views(1))
         people = distinct_people(self._find_people(rgb, pose, whole))
         if not people:
             return Parsing([Region((0, 0, W, H), whole, _resized(pose.person_mask, whole.shape[1:]))], (H, W), False)
