@@ -13,7 +13,7 @@ from PIL import Image
 from clothseg.engine import Engine, SegmentOptions, load_engine
 from clothseg.engine.core import Region, composed_region
 from clothseg.engine.evaluation import EVAL_CLASSES, ccp_label_names, ccp_to_eval_lut, has_hole, iter_ccp
-from clothseg.engine.framings import half, people_free_images
+from clothseg.engine.framings import half, people_free_images, square
 from clothseg.engine.taxonomy import FINE_INDEX, FINE_LABELS
 
 PHOTOS = sorted((CCP / "photos").glob("*.jpg"))
@@ -150,6 +150,20 @@ def test_a_hips_to_feet_photo_is_parsed_over_the_whole_person(engine: Engine, st
     garments = np.isin(ccp_to_eval_lut(ccp_label_names(CCP))[labels],
                        [EVAL_CLASSES.index(c) for c in ("tops", "bottoms", "dress")])
     assert mask_iou(seg.class_masks["clothes"] >= 128, garments) > 0.7
+
+
+@pytest.mark.parametrize("stem", ["0040", "0100"])
+def test_a_person_without_head_and_feet_is_parsed_beside_a_bystander(engine: Engine, stem: str) -> None:
+    """The centre square of a street photo (a social app's crop) cuts off the
+    person's head and feet; MediaPipe then finds a bystander at the edge
+    instead, and the person's own large, confident network region must count
+    too (it was lost: garments IoU 0.09 and 0.00)."""
+    (photo,) = iter_ccp(CCP, [stem])
+    rgb, labels = square(photo)
+    seg = engine.segment(rgb, SegmentOptions(class_type=1))
+    garments = np.isin(ccp_to_eval_lut(ccp_label_names(CCP))[labels],
+                       [EVAL_CLASSES.index(c) for c in ("tops", "bottoms", "dress")])
+    assert mask_iou(seg.class_masks["clothes"] >= 128, garments) > 0.5  # 0.71 and 0.54
 
 
 @pytest.mark.parametrize("quarters", [1, 2, 3])

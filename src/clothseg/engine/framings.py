@@ -3,8 +3,9 @@
 CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
-only, hips to feet only, in grayscale, two people side by side, three small
-in a wide frame, on a white studio canvas, turned sideways or upside down.
+only, hips to feet only, a centre square without head and feet, in grayscale,
+two people side by side, three small in a wide frame, on a white studio
+canvas, turned sideways or upside down.
 The people-free set holds images that must be refused (API state -11): flat,
 gradient, patterned and noise images and street scenes without a person.
 
@@ -95,6 +96,18 @@ def half(photo: Photo, upper: bool) -> tuple[np.ndarray, np.ndarray]:
     return rgb[rows].copy(), gt[rows].copy()
 
 
+def square(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """The square around the person's centre, as wide as the photo (a social
+    app's crop): a full-body person loses head and feet."""
+    _, rgb, gt = photo
+    h, w = gt.shape
+    side = min(h, w)
+    x0, y0, x1, y1 = person_box(gt)
+    left = int(np.clip((x0 + x1 - side) // 2, 0, w - side))
+    top = int(np.clip((y0 + y1 - side) // 2, 0, h - side))
+    return rgb[top:top + side, left:left + side].copy(), gt[top:top + side, left:left + side].copy()
+
+
 def gray(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     _, rgb, gt = photo
     return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB), gt
@@ -133,8 +146,8 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "gray", "two", "group", "studio", "sideways",
-                              "upsidedown")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "square", "gray", "two", "group", "studio",
+                              "sideways", "upsidedown")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -148,6 +161,7 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "wide": lambda i, p: wide(p, strips, seed=i),
         "upper": lambda _, p: half(p, upper=True),
         "lower": lambda _, p: half(p, upper=False),
+        "square": lambda _, p: square(p),
         "gray": lambda _, p: gray(p),
         "two": lambda i, p: side_by_side([p, photos[(i + 1) % n]])[1:],
         "group": lambda i, p: wide(side_by_side([p, photos[(i + 1) % n], photos[(i + 2) % n]]), strips, seed=i),
