@@ -4,8 +4,8 @@ CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
 only, hips to feet only, a centre square without head and feet, in grayscale,
-two people side by side, three small in a wide frame, on a white studio
-canvas, turned sideways or upside down.
+underexposed, two people side by side, three small in a wide frame, on a
+white studio canvas, turned sideways or upside down.
 The people-free set holds images that must be refused (API state -11): flat,
 gradient, patterned and noise images and street scenes without a person.
 
@@ -113,6 +113,14 @@ def gray(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB), gt
 
 
+def dark(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """Two stops underexposed, as a camera set for a brighter scene takes it: a
+    quarter of the light, which under sRGB's curve (a 2.2 gamma) scales every
+    value by 0.25 ** (1 / 2.2) = 0.53."""
+    _, rgb, gt = photo
+    return (rgb * 0.25 ** (1 / 2.2)).astype(np.uint8), gt
+
+
 def side_by_side(photos: list[Photo]) -> Photo:
     """The photos next to each other at the first one's height: two or more
     people side by side."""
@@ -146,8 +154,8 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "square", "gray", "two", "group", "studio",
-                              "sideways", "upsidedown")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "square", "gray", "dark", "two", "group",
+                              "studio", "sideways", "upsidedown")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -163,6 +171,7 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "lower": lambda _, p: half(p, upper=False),
         "square": lambda _, p: square(p),
         "gray": lambda _, p: gray(p),
+        "dark": lambda _, p: dark(p),
         "two": lambda i, p: side_by_side([p, photos[(i + 1) % n]])[1:],
         "group": lambda i, p: wide(side_by_side([p, photos[(i + 1) % n], photos[(i + 2) % n]]), strips, seed=i),
         "studio": lambda _, p: studio(p),
