@@ -481,7 +481,7 @@ def test_every_framing_moves_the_labels_with_the_pixels() -> None:
         rgb[labels > 0] = 250
         photos.append((f"{i:04d}", rgb, labels))
     for name in FRAMINGS:
-        people = 3 if name == "group" else 2 if name == "two" else 1
+        people = 3 if name == "group" else 2 if name in ("two", "smaller") else 1
         for _, rgb, labels in framed(name, photos):
             assert rgb.shape[:2] == labels.shape and rgb.dtype == np.uint8, name
             person = labels > 0

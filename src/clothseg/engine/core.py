@@ -63,6 +63,11 @@ MAX_REGIONS = 8
 # images (flat, patterned, noise, street scenes, dark and washed-out) at most 0.78.
 NET_ONLY_SHARE = 0.05
 NET_ONLY_CONFIDENCE = 0.85
+# Where the network sees a person-like region beside the person MediaPipe
+# found, MediaPipe looks again with that person hidden; a person it then finds
+# counts when at least this share of the first one's height (a child beside a
+# parent; a bystander down the street is smaller, and CCP leaves them out).
+SECOND_PERSON_HEIGHT = 0.5
 # A photo this much wider (or taller) than square is searched in square windows
 # when MediaPipe finds nobody, or only small people, in the whole photo.
 WINDOW_ASPECT = 1.2
@@ -380,8 +385,9 @@ class Engine:
         finds one person per call and misses small ones in a wide frame, so
         where it found nobody or only small people, it also looks in square
         windows of a wide photo (a stray pose found there, on a hand, joins
-        the network's region of the same person); the network's own person
-        regions add the other people of a group photo."""
+        the network's region of the same person), and where it found one large
+        person beside scraps of another, it looks again with the first hidden;
+        the network's own person regions add the other people of a group photo."""
         H, W = rgb.shape[:2]
         regions = person_regions(probs, H, W)
         if pose.landmarks is not None:
@@ -404,7 +410,16 @@ class Engine:
                     bx0, by0, bx1, by1 = pose_box(window_pose, side, side)
                     found.append((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0))
                     # MediaPipe finds one person per call: hide this one to find the next.
-                    window[by0:by1, bx0:bx1] = window.reshape(-1, 3).mean(0).astype(np.uint8)
+                    _hide(window, (bx0, by0, bx1, by1))
+        elif pose.landmarks is not None and any(not _overlap(r.box, found[0]) for r in regions):
+            # The network sees scraps of a person beside the one MediaPipe found
+            # (a smaller person beside them): look again without the first.
+            # Much smaller people are bystanders, left out.
+            again = self._pose(_hide(np.array(rgb), found[0]))
+            if again.landmarks is not None:
+                box = pose_box(again, H, W)
+                if box[3] - box[1] >= SECOND_PERSON_HEIGHT * (found[0][3] - found[0][1]):
+                    found.append(box)
         if not found:
             return []
         # The network also calls walls and pavement "person" at a distance: another
@@ -640,6 +655,14 @@ def composed_region(members: list[Region]) -> Region:
         prior_window = prior[top:bottom, left:right]
         np.maximum(prior_window, cv2.resize(m.person_prior, size, interpolation=cv2.INTER_LINEAR), out=prior_window)
     return Region((x0, y0, x1, y1), probs, prior)
+
+
+def _hide(image: np.ndarray, box: Box) -> np.ndarray:
+    """``image`` with ``box`` filled with its mean colour (in place), so that
+    MediaPipe, which finds one person per call, finds another."""
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1] = image.reshape(-1, 3).mean(0).astype(np.uint8)
+    return image
 
 
 def _overlap(a: Box, b: Box) -> bool:

@@ -4,8 +4,8 @@ CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
 only, hips to feet only, a centre square without head and feet, in grayscale,
-underexposed, two people side by side, three small in a wide frame, on a
-white studio canvas, turned sideways or upside down.
+underexposed, two people side by side (or the second smaller), three small in
+a wide frame, on a white studio canvas, turned sideways or upside down.
 The people-free set holds images that must be refused (API state -11): flat,
 gradient, patterned and noise images and street scenes without a person.
 
@@ -28,6 +28,8 @@ Photo = tuple[str, np.ndarray, np.ndarray]  # stem, RGB, CCP label map
 
 # Height of the person in the wide framing, as a share of the 1080-row frame.
 WIDE_PERSON_SHARE = 0.45
+# Height of the second person of the smaller framing, as a share of the first's photo.
+SMALLER_PERSON_SHARE = 0.6
 
 
 def person_box(gt: np.ndarray) -> tuple[int, int, int, int]:
@@ -133,6 +135,21 @@ def side_by_side(photos: list[Photo]) -> Photo:
     return stem, np.concatenate(rgbs, 1), np.concatenate(gts, 1)
 
 
+def beside_smaller(photo: Photo, other: Photo, strips: list[np.ndarray], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``other``'s photo at SMALLER_PERSON_SHARE of this one's height, standing
+    on a street strip beside it: a child beside a parent, a friend a step
+    behind."""
+    _, rgb, gt = photo
+    h = gt.shape[0]
+    small, small_gt = _resize_pair(other[1], other[2], SMALLER_PERSON_SHARE * h / other[2].shape[0])
+    sh, sw = small_gt.shape
+    strip = street_scene(strips, h, sw, seed)
+    labels = np.zeros((h, sw), gt.dtype)
+    top = h - sh - round(0.02 * h)
+    strip[top:top + sh], labels[top:top + sh] = small, small_gt
+    return np.concatenate([rgb, strip], 1), np.concatenate([gt, labels], 1)
+
+
 def turned(photo: Photo, quarters: int) -> tuple[np.ndarray, np.ndarray]:
     """The photo turned ``quarters`` counter-clockwise: a person lying down
     (one or three), a photo without its EXIF orientation (any)."""
@@ -154,15 +171,15 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "square", "gray", "dark", "two", "group",
-                              "studio", "sideways", "upsidedown")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "square", "gray", "dark", "two", "smaller",
+                              "group", "studio", "sideways", "upsidedown")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
     """Each photo in framing ``name`` (see FRAMINGS)."""
     if name not in FRAMINGS:
         raise ValueError(f"unknown framing {name!r}; one of {', '.join(FRAMINGS)}")
-    strips = background_strips(photos) if name in ("wide", "group") else []
+    strips = background_strips(photos) if name in ("wide", "group", "smaller") else []
     n = len(photos)
     make: dict[str, Callable[[int, Photo], tuple[np.ndarray, np.ndarray]]] = {
         "full": lambda _, p: (p[1], p[2]),
@@ -173,6 +190,7 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "gray": lambda _, p: gray(p),
         "dark": lambda _, p: dark(p),
         "two": lambda i, p: side_by_side([p, photos[(i + 1) % n]])[1:],
+        "smaller": lambda i, p: beside_smaller(p, photos[(i + 1) % n], strips, seed=i),
         "group": lambda i, p: wide(side_by_side([p, photos[(i + 1) % n], photos[(i + 2) % n]]), strips, seed=i),
         "studio": lambda _, p: studio(p),
         "sideways": lambda i, p: turned(p, 1 if i % 2 else 3),  # counter-clockwise and clockwise in turn
