@@ -363,8 +363,8 @@ def eval_command(
     split: Annotated[str, typer.Option(help="all: every annotated photo; val: our validation split")] = "all",
     limit: Annotated[int, typer.Option(help="Evaluate only the first N photos (0 = all)")] = 0,
     framing: Annotated[str, typer.Option(help="full, wide, upper, lower, square, gray, dark, two, smaller, group, "
-                                              "studio, sideways, upsidedown (the photos re-framed), or noperson "
-                                              "(people-free images that must be refused)")] = "full",
+                                              "studio, tilted, sideways, upsidedown (the photos re-framed), or "
+                                              "noperson (people-free images that must be refused)")] = "full",
     masks: Annotated[bool, typer.Option(help="Check the API's masks instead: boundary F-score per class, "
                                              "head holes, others, garment consistency")] = False,
     detail_mode: Annotated[int, typer.Option(min=1, max=2, help="detail_mode of --masks")] = 1,

@@ -87,9 +87,17 @@ SMALL_PERSON = 0.5
 # besides, the network sees more of a head (face or hair) in it turned than as
 # it is: MediaPipe also "finds" upside-down people in photos of legs and in
 # street scenes.
+# A torso leaning TILTED_LEAN degrees or more, short of lying, is parsed on the
+# photo turned upright by its lean (a tilted camera, a person leaning): the
+# network learnt people within 12 degrees of upright.
 SHOULDERS, HIPS = [11, 12], [23, 24]
 LYING_LEAN = (70.0, 110.0)
 STANDING_LEAN = 30.0
+TILTED_LEAN = 20.0
+# ... when MediaPipe's person is this share of the photo's height: the
+# validation photos tilted 25 degrees, 0.67-0.82; leaning strays MediaPipe
+# finds in wide street frames, 0.45 (and small people keep their crops).
+TILTED_MIN_HEIGHT = 0.6
 # MediaPipe Pose's ankle, heel and foot landmarks; the feet are out of the photo
 # when all of them lie this far down (1.0 = the bottom edge).
 FEET_LANDMARKS = [27, 28, 29, 30, 31, 32]
@@ -298,6 +306,32 @@ class Parsing:
             parsing = Parsing([r.turned(width) for r in parsing.regions], (width, height), parsing.has_person)
         return parsing
 
+    def warped(self, affine: np.ndarray, size: tuple[int, int], working: tuple[int, int]) -> Parsing:
+        """The parsing of the photo of ``size`` (H, W) whose pixels ``affine``
+        (2x3) maps into this parsing's photo, as one region at the ``working``
+        (h, w) resolution."""
+        (H, W), (h, w) = size, working
+        scale = h / H
+        Hs, Ws = max(1, round(self.size[0] * scale)), max(1, round(self.size[1] * scale))
+        probs = np.zeros((len(FINE_LABELS), Hs, Ws), np.float32)
+        probs[FINE_INDEX["background"]] = 1.0
+        prior = np.zeros((Hs, Ws), np.float32)
+        for r in self.regions:
+            x0, y0, x1, y1 = (round(v * scale) for v in r.box)
+            if x1 > x0 and y1 > y0:
+                for k in range(len(FINE_LABELS)):
+                    probs[k, y0:y1, x0:x1] = cv2.resize(r.probs[k], (x1 - x0, y1 - y0))
+                prior[y0:y1, x0:x1] = cv2.resize(r.person_prior, (x1 - x0, y1 - y0))
+        # From a pixel of the working resolution to this parsing's map at ``scale``.
+        back = np.hstack([scale * affine[:, :2] @ np.diag([W / w, H / h]), scale * affine[:, 2:]])
+
+        def warp(m: np.ndarray, outside: float) -> np.ndarray:
+            return cv2.warpAffine(m, back, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderValue=outside)
+
+        warped = np.stack([warp(probs[k], float(k == FINE_INDEX["background"])) for k in range(len(FINE_LABELS))])
+        return Parsing([Region((0, 0, W, H), warped, warp(prior, 0.0))], size, self.has_person)
+
     def full_probabilities(self) -> np.ndarray:
         """(K, H, W) probabilities over the whole photo (background outside the regions)."""
         background = np.eye(len(FINE_LABELS), dtype=np.float32)[FINE_INDEX["background"]]
@@ -322,8 +356,10 @@ class Engine:
     def _parse_levelled(self, rgb: np.ndarray, quality: int, detail_mode: int) -> Parsing:
         pose = self._pose(rgb)
         lean = torso_lean(pose, *rgb.shape[:2])
-        if lean is None or abs(lean) < LYING_LEAN[0]:
+        if lean is None or abs(lean) < TILTED_LEAN:
             return self._parse(rgb, pose, quality, detail_mode)
+        if abs(lean) < LYING_LEAN[0]:
+            return self._parse_tilted(rgb, pose, lean, quality, detail_mode)
         # Counter-clockwise quarters: a head on the right goes up.
         quarters = 2 if abs(lean) > LYING_LEAN[1] else 1 if lean > 0 else 3
         upright = np.ascontiguousarray(np.rot90(rgb, quarters))
@@ -339,6 +375,29 @@ class Engine:
         if (head_shares(upright_whole) > head_shares(whole)).any():
             return self._parse(upright, upright_pose, quality, detail_mode, upright_whole).turned(2)
         return self._parse(rgb, pose, quality, detail_mode, whole)
+
+    def _parse_tilted(self, rgb: np.ndarray, pose: Pose, lean: float, quality: int, detail_mode: int) -> Parsing:
+        """A photo whose person leans ``lean`` degrees: parsed on the photo
+        turned upright (on a larger canvas, black beyond the photo as in
+        training), when the person fills most of its height and MediaPipe then
+        finds them standing, and the parsing turned back (as one region of the
+        photo at the working resolution)."""
+        H, W = rgb.shape[:2]
+        _, top, _, bottom = pose_box(pose, H, W)
+        if bottom - top < TILTED_MIN_HEIGHT * H:
+            return self._parse(rgb, pose, quality, detail_mode)
+        cos, sin = abs(np.cos(np.radians(lean))), abs(np.sin(np.radians(lean)))
+        size = (int(np.ceil(W * cos + H * sin)), int(np.ceil(H * cos + W * sin)))  # (width, height)
+        # Counter-clockwise by the lean: a head leaning right goes up.
+        affine = cv2.getRotationMatrix2D((W / 2, H / 2), lean, 1.0)
+        affine[:, 2] += (size[0] - W) / 2, (size[1] - H) / 2
+        upright = cv2.warpAffine(rgb, affine, size, flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+        upright_pose = self._pose(upright)
+        upright_lean = torso_lean(upright_pose, size[1], size[0])
+        if upright_lean is None or abs(upright_lean) >= TILTED_LEAN:
+            return self._parse(rgb, pose, quality, detail_mode)
+        parsing = self._parse(upright, upright_pose, quality, detail_mode)
+        return parsing.warped(affine, (H, W), working_size(H, W, WORKING_HEIGHT[detail_mode]))
 
     def _parse(self, rgb: np.ndarray, pose: Pose, quality: int, detail_mode: int,
                whole: np.ndarray | None = None) -> Parsing:

@@ -5,7 +5,8 @@ framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
 only, hips to feet only, a centre square without head and feet, in grayscale,
 underexposed, two people side by side (or the second smaller), three small in
-a wide frame, on a white studio canvas, turned sideways or upside down.
+a wide frame, on a white studio canvas, tilted, turned sideways or upside
+down.
 The people-free set holds images that must be refused (API state -11): flat,
 gradient, patterned and noise images and street scenes without a person.
 
@@ -157,6 +158,19 @@ def turned(photo: Photo, quarters: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(np.rot90(rgb, quarters)), np.ascontiguousarray(np.rot90(gt, quarters))
 
 
+def tilted(photo: Photo, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The photo turned ``degrees`` counter-clockwise on a canvas that holds it
+    all, its edge pixels carried into the corners: a tilted camera."""
+    _, rgb, gt = photo
+    h, w = gt.shape
+    cos, sin = abs(np.cos(np.radians(degrees))), abs(np.sin(np.radians(degrees)))
+    size = (int(np.ceil(w * cos + h * sin)), int(np.ceil(h * cos + w * sin)))
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    turn[:, 2] += (size[0] - w) / 2, (size[1] - h) / 2
+    return (cv2.warpAffine(rgb, turn, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+            cv2.warpAffine(gt, turn, size, flags=cv2.INTER_NEAREST, borderValue=0))
+
+
 def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     """The person alone, centred on a white canvas 1.5x the photo's size."""
     _, rgb, gt = photo
@@ -172,7 +186,7 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
 
 
 FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "square", "gray", "dark", "two", "smaller",
-                              "group", "studio", "sideways", "upsidedown")
+                              "group", "studio", "tilted", "sideways", "upsidedown")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -193,6 +207,7 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "smaller": lambda i, p: beside_smaller(p, photos[(i + 1) % n], strips, seed=i),
         "group": lambda i, p: wide(side_by_side([p, photos[(i + 1) % n], photos[(i + 2) % n]]), strips, seed=i),
         "studio": lambda _, p: studio(p),
+        "tilted": lambda i, p: tilted(p, 25 if i % 2 else -25),
         "sideways": lambda i, p: turned(p, 1 if i % 2 else 3),  # counter-clockwise and clockwise in turn
         "upsidedown": lambda _, p: turned(p, 2),
     }
