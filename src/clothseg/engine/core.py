@@ -386,11 +386,8 @@ class Engine:
         _, top, _, bottom = pose_box(pose, H, W)
         if bottom - top < TILTED_MIN_HEIGHT * H:
             return self._parse(rgb, pose, quality, detail_mode)
-        cos, sin = abs(np.cos(np.radians(lean))), abs(np.sin(np.radians(lean)))
-        size = (int(np.ceil(W * cos + H * sin)), int(np.ceil(H * cos + W * sin)))  # (width, height)
         # Counter-clockwise by the lean: a head leaning right goes up.
-        affine = cv2.getRotationMatrix2D((W / 2, H / 2), lean, 1.0)
-        affine[:, 2] += (size[0] - W) / 2, (size[1] - H) / 2
+        affine, size = rotation_on_canvas(H, W, lean)
         upright = cv2.warpAffine(rgb, affine, size, flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
         upright_pose = self._pose(upright)
         upright_lean = torso_lean(upright_pose, size[1], size[0])
@@ -607,6 +604,17 @@ def person_regions(probs: np.ndarray, height: int, width: int) -> list[PersonReg
         box = (int(x * sx), int(y * sy), int(np.ceil((x + bw) * sx)), int(np.ceil((y + bh) * sy)))
         regions.append(PersonRegion(box, area / person.size, float(person[labels == i].mean())))
     return regions
+
+
+def rotation_on_canvas(height: int, width: int, degrees: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """The 2x3 affine that turns a (height, width) photo ``degrees``
+    counter-clockwise onto a canvas that holds it all, and the canvas's
+    (width, height)."""
+    cos, sin = abs(np.cos(np.radians(degrees))), abs(np.sin(np.radians(degrees)))
+    size = (int(np.ceil(width * cos + height * sin)), int(np.ceil(height * cos + width * sin)))
+    affine = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    affine[:, 2] += (size[0] - width) / 2, (size[1] - height) / 2
+    return affine, size
 
 
 def head_shares(probs: np.ndarray) -> np.ndarray:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 import cv2
 import numpy as np
 
+from clothseg.engine.core import rotation_on_canvas
+
 # label value 0 is CCP's "null" (background) in every label map here.
 Photo = tuple[str, np.ndarray, np.ndarray]  # stem, RGB, CCP label map
 
@@ -162,11 +164,7 @@ def tilted(photo: Photo, degrees: float) -> tuple[np.ndarray, np.ndarray]:
     """The photo turned ``degrees`` counter-clockwise on a canvas that holds it
     all, its edge pixels carried into the corners: a tilted camera."""
     _, rgb, gt = photo
-    h, w = gt.shape
-    cos, sin = abs(np.cos(np.radians(degrees))), abs(np.sin(np.radians(degrees)))
-    size = (int(np.ceil(w * cos + h * sin)), int(np.ceil(h * cos + w * sin)))
-    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    turn[:, 2] += (size[0] - w) / 2, (size[1] - h) / 2
+    turn, size = rotation_on_canvas(*gt.shape, degrees)
     return (cv2.warpAffine(rgb, turn, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
             cv2.warpAffine(gt, turn, size, flags=cv2.INTER_NEAREST, borderValue=0))
 
