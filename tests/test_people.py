@@ -74,6 +74,23 @@ def test_a_small_person_in_a_wide_frame_is_parsed_on_a_crop_and_pasted_back(engi
     assert mask_iou(expected, got) > 0.6
 
 
+@pytest.mark.parametrize("i", [0, 1])
+def test_a_person_far_away_in_a_wide_frame_gets_masks(engine: Engine, i: int) -> None:
+    # A quarter of the frame's height: too small for MediaPipe in the whole frame
+    # or in a window as tall as the frame.
+    rgb = ccp_photo(i)
+    frame = street(1080, 1920)
+    box = paste(frame, rgb, height=270, left=700, top=600)
+    seg = engine.segment(frame, SegmentOptions(class_type=1))
+    assert not seg.empty
+    inside, total = clothes_inside(seg.class_masks["clothes"], box)
+    assert total > 0 and inside / total > 0.95
+    alone = engine.segment(rgb, SegmentOptions(class_type=1)).class_masks["clothes"] >= 128
+    bx0, by0, bx1, by1 = box
+    expected = np.asarray(Image.fromarray(alone.astype(np.uint8) * 255).resize((bx1 - bx0, by1 - by0))) >= 128
+    assert mask_iou(expected, seg.class_masks["clothes"][by0:by1, bx0:bx1] >= 128) > 0.5
+
+
 def test_every_person_of_a_group_gets_masks(engine: Engine) -> None:
     frame = street(1080, 1920)
     boxes = [paste(frame, ccp_photo(i), height=560, left=left, top=400) for i, left in ((0, 150), (2, 1350))]
@@ -231,8 +248,10 @@ def test_a_photo_of_legs_is_not_taken_for_a_person_upside_down(engine: Engine) -
 def test_people_free_images_have_no_person(engine: Engine) -> None:
     photos = [(p.stem, ccp_photo(i), np.zeros(ccp_photo(i).shape[:2], np.uint8)) for i, p in enumerate(PHOTOS)]
     # Without labels the whole photo is "background": use flat, patterned and noise images only.
-    for name, rgb in people_free_images(photos, scenes=0):
+    for name, rgb in people_free_images(photos, scenes=0, large_scenes=0):
         assert engine.segment(rgb, SegmentOptions(class_type=4)).empty, name
+    # A wide backdrop is also searched for far-away people, in smaller windows: none is found.
+    assert engine.segment(street(1080, 1920), SegmentOptions(class_type=4)).empty
 
 
 @pytest.mark.parametrize("i", range(len(PHOTOS)))

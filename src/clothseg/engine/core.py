@@ -77,6 +77,11 @@ WINDOW_ASPECT = 1.2
 # bystanders behind.
 PEOPLE_PER_WINDOW = 3
 SMALL_PERSON = 0.5
+# A person far away (a quarter of a 1080-row frame's height) is too small for
+# MediaPipe in the whole photo or in a window as tall as the photo: where
+# nobody was found, MediaPipe also looks in square windows of half the photo's
+# shorter side, when those are at least this many pixels.
+FAR_WINDOW_MIN_SIDE = 320
 # MediaPipe Pose's shoulders and hips.  A person whose torso (hips to
 # shoulders) lies within LYING_LEAN degrees of horizontal (lying down, a photo
 # turned sideways without its EXIF orientation) is parsed on the photo turned
@@ -454,19 +459,9 @@ class Engine:
             found = [r.box for r in regions[:1] if r.share >= NET_ONLY_SHARE and r.confidence >= NET_ONLY_CONFIDENCE]
         small = not found or _area(crop_box(found, H, W)) < CROP_MAX_AREA * H * W
         if small and max(H, W) > WINDOW_ASPECT * min(H, W):
-            side = min(H, W)
             # Several small people (a street scene) may share a window.
             per_window = PEOPLE_PER_WINDOW if all(b[3] - b[1] < SMALL_PERSON * H for b in found) else 1
-            for x0, y0 in _windows(H, W, side):
-                window = np.array(rgb[y0:y0 + side, x0:x0 + side])
-                for _ in range(per_window):
-                    window_pose = self._pose(window)
-                    if window_pose.landmarks is None:
-                        break
-                    bx0, by0, bx1, by1 = pose_box(window_pose, side, side)
-                    found.append((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0))
-                    # MediaPipe finds one person per call: hide this one to find the next.
-                    _hide(window, (bx0, by0, bx1, by1))
+            found += self._search_windows(rgb, min(H, W), per_window)
         elif pose.landmarks is not None and any(not _overlap(r.box, found[0]) for r in regions):
             # The network sees scraps of a person beside the one MediaPipe found
             # (a smaller person beside them): look again without the first.
@@ -476,6 +471,8 @@ class Engine:
                 box = pose_box(again, H, W)
                 if box[3] - box[1] >= SECOND_PERSON_HEIGHT * (found[0][3] - found[0][1]):
                     found.append(box)
+        if not found and min(H, W) // 2 >= FAR_WINDOW_MIN_SIDE:
+            found += self._search_windows(rgb, min(H, W) // 2, PEOPLE_PER_WINDOW)
         if not found:
             return []
         # The network also calls walls and pavement "person" at a distance: another
@@ -484,6 +481,22 @@ class Engine:
         return found + [r.box for r in regions if r.confidence >= OTHER_PERSON_CONFIDENCE
                         and PERSON_PART_SHARE * smallest <= r.box_area <= PERSON_MAX_GROWTH * largest
                         or r.share >= NET_ONLY_SHARE and r.confidence >= CUT_PERSON_CONFIDENCE]
+
+    def _search_windows(self, rgb: np.ndarray, side: int, per_window: int) -> list[Box]:
+        """Boxes of the people MediaPipe finds in square windows of ``side``
+        overlapping by half, up to ``per_window`` in each."""
+        found = []
+        for x0, y0 in _windows(*rgb.shape[:2], side):
+            window = np.array(rgb[y0:y0 + side, x0:x0 + side])
+            for _ in range(per_window):
+                window_pose = self._pose(window)
+                if window_pose.landmarks is None:
+                    break
+                bx0, by0, bx1, by1 = pose_box(window_pose, side, side)
+                found.append((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0))
+                # MediaPipe finds one person per call: hide this one to find the next.
+                _hide(window, (bx0, by0, bx1, by1))
+        return found
 
     def _network(self, rgb: np.ndarray, pose: Pose, target: int,
                  views: tuple[tuple[float, bool], ...]) -> np.ndarray:

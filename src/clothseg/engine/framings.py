@@ -29,8 +29,9 @@ from clothseg.engine.core import rotation_on_canvas
 # label value 0 is CCP's "null" (background) in every label map here.
 Photo = tuple[str, np.ndarray, np.ndarray]  # stem, RGB, CCP label map
 
-# Height of the person in the wide framing, as a share of the 1080-row frame.
+# Height of the person in the wide and far framings, as a share of the 1080-row frame.
 WIDE_PERSON_SHARE = 0.45
+FAR_PERSON_SHARE = 0.25
 # Height of the second person of the smaller framing, as a share of the first's photo.
 SMALLER_PERSON_SHARE = 0.6
 
@@ -74,12 +75,13 @@ def _resize_pair(rgb: np.ndarray, gt: np.ndarray, scale: float) -> tuple[np.ndar
             cv2.resize(gt, size, interpolation=cv2.INTER_NEAREST))
 
 
-def wide(photo: Photo, strips: list[np.ndarray], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The photo pasted into a 1920x1080 street scene, its person 45% of the frame's height."""
+def wide(photo: Photo, strips: list[np.ndarray], seed: int,
+         share: float = WIDE_PERSON_SHARE) -> tuple[np.ndarray, np.ndarray]:
+    """The photo pasted into a 1920x1080 street scene, its person ``share`` of the frame's height."""
     _, rgb, gt = photo
     H, W = 1080, 1920
     x0, y0, x1, y1 = person_box(gt)
-    small, small_gt = _resize_pair(rgb, gt, WIDE_PERSON_SHARE * H / max(1, y1 - y0))
+    small, small_gt = _resize_pair(rgb, gt, share * H / max(1, y1 - y0))
     canvas = street_scene(strips, H, W, seed)
     labels = np.zeros((H, W), gt.dtype)
     rng = np.random.default_rng(seed)
@@ -183,7 +185,7 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "upper", "lower", "square", "gray", "dark", "two", "smaller",
+FRAMINGS: tuple[str, ...] = ("full", "wide", "far", "upper", "lower", "square", "gray", "dark", "two", "smaller",
                               "group", "studio", "tilted", "sideways", "upsidedown")
 
 
@@ -191,11 +193,12 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
     """Each photo in framing ``name`` (see FRAMINGS)."""
     if name not in FRAMINGS:
         raise ValueError(f"unknown framing {name!r}; one of {', '.join(FRAMINGS)}")
-    strips = background_strips(photos) if name in ("wide", "group", "smaller") else []
+    strips = background_strips(photos) if name in ("wide", "far", "group", "smaller") else []
     n = len(photos)
     make: dict[str, Callable[[int, Photo], tuple[np.ndarray, np.ndarray]]] = {
         "full": lambda _, p: (p[1], p[2]),
         "wide": lambda i, p: wide(p, strips, seed=i),
+        "far": lambda i, p: wide(p, strips, seed=i, share=FAR_PERSON_SHARE),
         "upper": lambda _, p: half(p, upper=True),
         "lower": lambda _, p: half(p, upper=False),
         "square": lambda _, p: square(p),
@@ -214,9 +217,10 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         yield photo[0], rgb, gt
 
 
-def people_free_images(photos: list[Photo], scenes: int = 12) -> list[tuple[str, np.ndarray]]:
+def people_free_images(photos: list[Photo], scenes: int = 12, large_scenes: int = 4) -> list[tuple[str, np.ndarray]]:
     """Images without a person (each must be refused): flat, gradient,
-    patterned, noise, and street scenes made of the photos' backgrounds."""
+    patterned, noise, and street scenes made of the photos' backgrounds, the
+    last ``large_scenes`` of them 1920x1080 (searched for far-away people)."""
     h, w = 768, 512
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
@@ -238,4 +242,6 @@ def people_free_images(photos: list[Photo], scenes: int = 12) -> list[tuple[str,
     for i in range(scenes):
         sh, sw = ((720, 1280), (768, 512), (600, 800))[i % 3]
         images.append((f"street-{i}", street_scene(strips, sh, sw, seed=1000 + i)))
+    for i in range(scenes, scenes + large_scenes):
+        images.append((f"street-{i}", street_scene(strips, 1080, 1920, seed=1000 + i)))
     return images
