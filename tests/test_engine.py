@@ -489,3 +489,5 @@ def test_every_framing_moves_the_labels_with_the_pixels() -> None:
             assert person.any() and rgb[person].mean() > bright, name
             columns = np.flatnonzero(person.any(0))
             assert (np.diff(columns) > 1).sum() + 1 == people, name
+            if name == "close":  # two people, one partly in front of the other
+                assert len(np.unique(labels[person])) == 2

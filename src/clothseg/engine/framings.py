@@ -34,6 +34,9 @@ WIDE_PERSON_SHARE = 0.45
 FAR_PERSON_SHARE = 0.25
 # Height of the second person of the smaller framing, as a share of the first's photo.
 SMALLER_PERSON_SHARE = 0.6
+# Where the second person of the close framing stands: their left edge at this
+# share of the first person's width.
+CLOSE_SHIFT = 0.8
 
 
 def person_box(gt: np.ndarray) -> tuple[int, int, int, int]:
@@ -155,6 +158,28 @@ def beside_smaller(photo: Photo, other: Photo, strips: list[np.ndarray], seed: i
     return np.concatenate([rgb, strip], 1), np.concatenate([gt, labels], 1)
 
 
+def close(photo: Photo, other: Photo, shift: float = CLOSE_SHIFT) -> tuple[np.ndarray, np.ndarray]:
+    """``other``'s person standing close beside this one's, a little in front
+    (friends, a couple): ``other``'s photo at this one's height, its person's
+    left edge at ``shift`` of this person's width, covering what is behind
+    them; ``other``'s own photo continues the frame on the right."""
+    _, rgb, gt = photo
+    other_rgb, other_gt = _resize_pair(other[1], other[2], rgb.shape[0] / other[1].shape[0])
+    other_rgb, other_gt = other_rgb[: rgb.shape[0]], other_gt[: rgb.shape[0]]
+    h, w = gt.shape
+    x0, _, x1, _ = person_box(gt)
+    left = max(0, int(x0 + shift * (x1 - x0)) - person_box(other_gt)[0])
+    width = max(w, left + other_gt.shape[1])
+    canvas = np.zeros((h, width, 3), np.uint8)
+    labels = np.zeros((h, width), gt.dtype)
+    span = np.s_[:, left:left + other_gt.shape[1]]
+    canvas[span], labels[span] = other_rgb, other_gt
+    canvas[:, :w], labels[:, :w] = rgb, gt
+    in_front = other_gt > 0
+    canvas[span][in_front], labels[span][in_front] = other_rgb[in_front], other_gt[in_front]
+    return canvas, labels
+
+
 def turned(photo: Photo, quarters: int) -> tuple[np.ndarray, np.ndarray]:
     """The photo turned ``quarters`` counter-clockwise: a person lying down
     (one or three), a photo without its EXIF orientation (any)."""
@@ -185,8 +210,8 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "far", "upper", "lower", "square", "gray", "dark", "two", "smaller",
-                              "group", "studio", "tilted", "sideways", "upsidedown")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "far", "upper", "lower", "square", "gray", "dark", "two", "close",
+                              "smaller", "group", "studio", "tilted", "sideways", "upsidedown")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -206,6 +231,7 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "dark": lambda _, p: dark(p),
         "two": lambda i, p: side_by_side([p, photos[(i + 1) % n]])[1:],
         "smaller": lambda i, p: beside_smaller(p, photos[(i + 1) % n], strips, seed=i),
+        "close": lambda i, p: close(p, photos[(i + 1) % n]),
         "group": lambda i, p: wide(side_by_side([p, photos[(i + 1) % n], photos[(i + 2) % n]]), strips, seed=i),
         "studio": lambda _, p: studio(p),
         "tilted": lambda i, p: tilted(p, 25 if i % 2 else -25),
