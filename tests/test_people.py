@@ -47,6 +47,15 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
+def clothes_iou_with_alone(engine: Engine, rgb: np.ndarray, seg_clothes: np.ndarray,
+                           box: tuple[int, int, int, int]) -> float:
+    """IoU of the clothes mask inside ``box`` with that of ``rgb`` parsed alone and scaled into the box."""
+    alone = engine.segment(rgb, SegmentOptions(class_type=1)).class_masks["clothes"] >= 128
+    x0, y0, x1, y1 = box
+    expected = np.asarray(Image.fromarray(alone.astype(np.uint8) * 255).resize((x1 - x0, y1 - y0))) >= 128
+    return mask_iou(expected, seg_clothes[y0:y1, x0:x1] >= 128)
+
+
 def clothes_inside(seg_clothes: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int]:
     x0, y0, x1, y1 = box
     clothes = seg_clothes >= 128
@@ -67,11 +76,7 @@ def test_a_small_person_in_a_wide_frame_is_parsed_on_a_crop_and_pasted_back(engi
     inside, total = clothes_inside(seg.class_masks["clothes"], box)
     assert total > 0 and inside / total > 0.97
     # The garments are where they are in the same photo seen alone.
-    alone = engine.segment(rgb, SegmentOptions(class_type=1)).class_masks["clothes"] >= 128
-    bx0, by0, bx1, by1 = box
-    expected = np.asarray(Image.fromarray(alone.astype(np.uint8) * 255).resize((bx1 - bx0, by1 - by0))) >= 128
-    got = seg.class_masks["clothes"][by0:by1, bx0:bx1] >= 128
-    assert mask_iou(expected, got) > 0.6
+    assert clothes_iou_with_alone(engine, rgb, seg.class_masks["clothes"], box) > 0.6
 
 
 @pytest.mark.parametrize("i", [0, 1])
@@ -85,10 +90,7 @@ def test_a_person_far_away_in_a_wide_frame_gets_masks(engine: Engine, i: int) ->
     assert not seg.empty
     inside, total = clothes_inside(seg.class_masks["clothes"], box)
     assert total > 0 and inside / total > 0.95
-    alone = engine.segment(rgb, SegmentOptions(class_type=1)).class_masks["clothes"] >= 128
-    bx0, by0, bx1, by1 = box
-    expected = np.asarray(Image.fromarray(alone.astype(np.uint8) * 255).resize((bx1 - bx0, by1 - by0))) >= 128
-    assert mask_iou(expected, seg.class_masks["clothes"][by0:by1, bx0:bx1] >= 128) > 0.5
+    assert clothes_iou_with_alone(engine, rgb, seg.class_masks["clothes"], box) > 0.5
 
 
 def test_every_person_of_a_group_gets_masks(engine: Engine) -> None:
