@@ -4,7 +4,7 @@ CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
 only, hips to feet only, a centre square without head and feet, in grayscale,
-underexposed, two people side by side (or the second smaller), three small in
+underexposed, out of focus, two people side by side (or the second smaller), three small in
 a wide frame, on a white studio canvas, tilted, turned sideways or upside
 down.
 The people-free set holds images that must be refused (API state -11): flat,
@@ -37,6 +37,9 @@ SMALLER_PERSON_SHARE = 0.6
 # Where the second person of the close framing stands: their left edge at this
 # share of the first person's width.
 CLOSE_SHIFT = 0.8
+# Blur of the blurred framing (Gaussian sigma), as a share of the photo's height:
+# 3 px on a CCP photo's 830 rows.
+BLUR_SHARE = 1 / 280
 
 
 def person_box(gt: np.ndarray) -> tuple[int, int, int, int]:
@@ -131,6 +134,13 @@ def dark(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return (rgb * 0.25 ** (1 / 2.2)).astype(np.uint8), gt
 
 
+def blurred(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """Out of focus (a missed focus, a shaken phone): a Gaussian blur of
+    BLUR_SHARE of the photo's height."""
+    _, rgb, gt = photo
+    return cv2.GaussianBlur(rgb, (0, 0), BLUR_SHARE * rgb.shape[0]), gt
+
+
 def side_by_side(photos: list[Photo]) -> Photo:
     """The photos next to each other at the first one's height: two or more
     people side by side."""
@@ -210,8 +220,8 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "far", "upper", "lower", "square", "gray", "dark", "two", "close",
-                              "smaller", "group", "studio", "tilted", "sideways", "upsidedown")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "far", "upper", "lower", "square", "gray", "dark", "blurred", "two",
+                              "close", "smaller", "group", "studio", "tilted", "sideways", "upsidedown")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -229,6 +239,7 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "square": lambda _, p: square(p),
         "gray": lambda _, p: gray(p),
         "dark": lambda _, p: dark(p),
+        "blurred": lambda _, p: blurred(p),
         "two": lambda i, p: side_by_side([p, photos[(i + 1) % n]])[1:],
         "smaller": lambda i, p: beside_smaller(p, photos[(i + 1) % n], strips, seed=i),
         "close": lambda i, p: close(p, photos[(i + 1) % n]),
