@@ -181,32 +181,6 @@ def test_an_underexposed_photo_is_parsed_with_its_levels_stretched(engine: Engin
         assert np.array_equal(mask, as_stretched[name]), name
 
 
-def test_a_blurred_photo_is_parsed_sharpened(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An out-of-focus photo (its edges wider than any training photo's at the
-    working size) is sharpened for the network: its masks come closer to the
-    sharp photo's than when parsed as sent.  A sharp photo is parsed as sent."""
-    import cv2
-
-    from clothseg.engine import core
-    from clothseg.engine.evaluation import predict_eval_classes
-
-    def agreement(a: np.ndarray, b: np.ndarray) -> float:
-        present = [c for c in range(1, len(EVAL_CLASSES)) if ((a == c) | (b == c)).any()]
-        return float(np.mean([((a == c) & (b == c)).sum() / ((a == c) | (b == c)).sum() for c in present]))
-
-    sharpened, as_sent = [], []
-    for path in sorted((CCP / "photos").glob("*.jpg"))[:4]:
-        rgb = np.asarray(Image.open(path).convert("RGB"))
-        blurred = cv2.GaussianBlur(rgb, (0, 0), rgb.shape[0] / 280)
-        sharp = predict_eval_classes(engine, rgb, 1)[0]
-        sharpened.append(agreement(sharp, predict_eval_classes(engine, blurred, 1)[0]))
-        with monkeypatch.context() as never:
-            never.setattr(core, "SHARP_WIDTH", np.inf)
-            as_sent.append(agreement(sharp, predict_eval_classes(engine, blurred, 1)[0]))
-            assert np.array_equal(predict_eval_classes(engine, rgb, 1)[0], sharp), path.name
-    assert np.mean(sharpened) > np.mean(as_sent) + 0.1, (sharpened, as_sent)
-
-
 # -- export and quality ------------------------------------------------------------------
 @pytest.mark.parametrize("architecture", [{}, {"context": True}, {"encoder": "efficientnet-lite2"}],
                          ids=["plain", "context", "lite2"])
