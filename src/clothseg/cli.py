@@ -362,8 +362,8 @@ def eval_command(
     quality: Annotated[int, typer.Option(min=1, max=2)] = 1,
     split: Annotated[str, typer.Option(help="all: every annotated photo; val: our validation split")] = "all",
     limit: Annotated[int, typer.Option(help="Evaluate only the first N photos (0 = all)")] = 0,
-    framing: Annotated[str, typer.Option(help="full, wide, far, upper, lower, square, gray, dark, blurred, two, close, "
-                                              "smaller, group, studio, tilted, sideways, upsidedown (the photos "
+    framing: Annotated[str, typer.Option(help="full, wide, far, upper, lower, square, gray, dark, warm, blurred, two, "
+                                              "close, smaller, group, studio, tilted, sideways, upsidedown (the photos "
                                               "re-framed), or noperson (people-free images to refuse)")] = "full",
     masks: Annotated[bool, typer.Option(help="Check the API's masks instead: boundary F-score per class, "
                                              "head holes, others, garment consistency")] = False,

@@ -4,9 +4,9 @@ CCP's photos are full-body street shots with the person filling the frame.  A
 framing re-frames each photo (and its label map, pixel for pixel) the way other
 users' photos look: the person small in a wide 16:9 street frame, head to hips
 only, hips to feet only, a centre square without head and feet, in grayscale,
-underexposed, out of focus, two people side by side (or the second smaller), three small in
-a wide frame, on a white studio canvas, tilted, turned sideways or upside
-down.
+underexposed, under a warm lamp, out of focus, two people side by side (or the
+second smaller), three small in a wide frame, on a white studio canvas,
+tilted, turned sideways or upside down.
 The people-free set holds images that must be refused (API state -11): flat,
 gradient, patterned and noise images and street scenes without a person.
 
@@ -134,6 +134,13 @@ def dark(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return (rgb * 0.25 ** (1 / 2.2)).astype(np.uint8), gt
 
 
+def warm(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """Under a tungsten lamp with the camera's white balance set for
+    daylight: green at 0.82 and blue at 0.55 of red."""
+    _, rgb, gt = photo
+    return (rgb * np.array([1.0, 0.82, 0.55], np.float32)).astype(np.uint8), gt
+
+
 def blurred(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     """Out of focus (a missed focus, a shaken phone): a Gaussian blur of
     BLUR_SHARE of the photo's height."""
@@ -220,8 +227,8 @@ def studio(photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     return canvas, labels
 
 
-FRAMINGS: tuple[str, ...] = ("full", "wide", "far", "upper", "lower", "square", "gray", "dark", "blurred", "two",
-                              "close", "smaller", "group", "studio", "tilted", "sideways", "upsidedown")
+FRAMINGS: tuple[str, ...] = ("full", "wide", "far", "upper", "lower", "square", "gray", "dark", "warm", "blurred",
+                              "two", "close", "smaller", "group", "studio", "tilted", "sideways", "upsidedown")
 
 
 def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
@@ -239,6 +246,7 @@ def framed(name: str, photos: list[Photo]) -> Iterator[Photo]:
         "square": lambda _, p: square(p),
         "gray": lambda _, p: gray(p),
         "dark": lambda _, p: dark(p),
+        "warm": lambda _, p: warm(p),
         "blurred": lambda _, p: blurred(p),
         "two": lambda i, p: side_by_side([p, photos[(i + 1) % n]])[1:],
         "smaller": lambda i, p: beside_smaller(p, photos[(i + 1) % n], strips, seed=i),
