@@ -87,6 +87,22 @@ def test_a_small_person_in_a_wide_frame_is_parsed_on_a_crop_and_pasted_back(engi
     assert clothes_iou_with_alone(engine, rgb, seg.class_masks["clothes"], box) > 0.6
 
 
+def test_a_small_persons_masks_do_not_depend_on_which_way_the_photo_faces(engine: Engine) -> None:
+    """A person's crop is parsed plain and mirrored even at quality 1, so the
+    mirrored photo gets the mirrored classes (0.944 of person pixels on the
+    committed photos; 0.876 with the plain view alone)."""
+    agreement = []
+    for i in range(len(PHOTOS)):
+        frame = street(1080, 1920)
+        paste(frame, ccp_photo(i), height=500, left=1200, top=420)
+        labels, _ = predict_eval_classes(engine, frame, 1)
+        mirrored, _ = predict_eval_classes(engine, np.ascontiguousarray(frame[:, ::-1]), 1)
+        mirrored = mirrored[:, ::-1]
+        person = (labels > 0) | (mirrored > 0)
+        agreement.append((labels[person] == mirrored[person]).mean())
+    assert np.mean(agreement) > 0.92
+
+
 @pytest.mark.parametrize("i", [0, 1])
 def test_a_person_far_away_in_a_wide_frame_gets_masks(engine: Engine, i: int) -> None:
     # A quarter of the frame's height: too small for MediaPipe in the whole frame
