@@ -4,6 +4,7 @@ heads without holes, and edges at the photo's size (committed CCP photos)."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -87,16 +88,28 @@ def test_a_small_person_in_a_wide_frame_is_parsed_on_a_crop_and_pasted_back(engi
     assert clothes_iou_with_alone(engine, rgb, seg.class_masks["clothes"], box) > 0.6
 
 
-def test_a_small_persons_masks_do_not_depend_on_which_way_the_photo_faces(engine: Engine) -> None:
-    """A person's crop is parsed plain and mirrored even at quality 1, so the
-    mirrored photo gets the mirrored classes (0.944 of person pixels on the
-    committed photos; 0.876 with the plain view alone)."""
+def small_in_a_wide_frame(rgb: np.ndarray) -> np.ndarray:
+    frame = street(1080, 1920)
+    paste(frame, rgb, height=500, left=1200, top=420)
+    return frame
+
+
+def out_of_focus(rgb: np.ndarray) -> np.ndarray:
+    return next(framed("blurred", [("photo", rgb, np.zeros(rgb.shape[:2], np.uint8))]))[1]
+
+
+@pytest.mark.parametrize("make", [small_in_a_wide_frame, out_of_focus], ids=["small", "blurred"])
+def test_masks_do_not_depend_on_which_way_the_photo_faces(engine: Engine, make: Callable[[np.ndarray], np.ndarray]
+                                                          ) -> None:
+    """A person's crop and an out-of-focus photo are parsed plain and mirrored
+    even at quality 1, so the mirrored photo gets the mirrored classes (person
+    pixels agreeing on the committed photos: 0.944 small, 0.963 blurred;
+    with the plain view alone 0.876 and 0.848)."""
     agreement = []
     for i in range(len(PHOTOS)):
-        frame = street(1080, 1920)
-        paste(frame, ccp_photo(i), height=500, left=1200, top=420)
-        labels, _ = predict_eval_classes(engine, frame, 1)
-        mirrored, _ = predict_eval_classes(engine, np.ascontiguousarray(frame[:, ::-1]), 1)
+        photo = make(ccp_photo(i))
+        labels, _ = predict_eval_classes(engine, photo, 1)
+        mirrored, _ = predict_eval_classes(engine, np.ascontiguousarray(photo[:, ::-1]), 1)
         mirrored = mirrored[:, ::-1]
         person = (labels > 0) | (mirrored > 0)
         agreement.append((labels[person] == mirrored[person]).mean())
