@@ -494,8 +494,9 @@ class Engine:
         if len(people) > 1 or _area(crop_box(people, H, W)) < CROP_MAX_AREA * H * W:
             regions = [self._group_region(rgb, group, target, quality) for group in group_people(people, H, W)]
         else:
-            # The whole-photo pass above is the first view.
-            views = tta_views(quality, hard=out_of_focus(working_copy(rgb, target)))[1:]
+            # The whole-photo pass above is the first view (quality 2 mirrors every photo).
+            hard = quality == 1 and out_of_focus(working_copy(rgb, target))
+            views = tta_views(quality, hard)[1:]
             probs = whole if not views else (whole + self._network(rgb, pose, target, views) * len(views)) / (
                 1 + len(views))
             regions = [tidy_region((0, 0, W, H), probs, pose, rgb)]
