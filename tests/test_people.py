@@ -333,10 +333,30 @@ def test_people_free_images_have_no_person(engine: Engine) -> None:
     assert engine.segment(street(1080, 1920), SegmentOptions(class_type=4)).empty
 
 
+@pytest.mark.parametrize("detail_mode", [1, 2])
 @pytest.mark.parametrize("i", range(len(PHOTOS)))
-def test_head_has_no_holes(engine: Engine, i: int) -> None:
-    head = engine.segment(ccp_photo(i), SegmentOptions(class_type=3)).class_masks["head"] >= 128
+def test_head_has_no_holes(engine: Engine, i: int, detail_mode: int) -> None:
+    options = SegmentOptions(class_type=3, detail_mode=detail_mode)
+    head = engine.segment(ccp_photo(i), options).class_masks["head"] >= 128
     assert head.any() and not has_hole(head)
+
+
+def test_detail_mode_2_keeps_the_head_free_of_holes() -> None:
+    """Detail mode 2 snaps masks to the photo's edges, which can open a hole
+    in the head (a dark edge inside it); the head mask closes it, while the
+    face mask keeps the probabilities' own hole."""
+    probs = np.zeros((len(FINE_LABELS), 60, 40), np.float32)
+    probs[FINE_INDEX["background"]] = 1
+    probs[:, 10:40, 10:30] = 0
+    probs[FINE_INDEX["face"], 10:40, 10:30] = 1
+    probs[:, 22:28, 17:23] = 0
+    probs[FINE_INDEX["background"], 22:28, 17:23] = 1
+    rgb = np.full((240, 160, 3), 200, np.uint8)
+    rgb[88:112, 68:92] = 20  # the hole is dark in the photo too
+    region = Region((0, 0, 160, 240), probs, np.zeros((60, 40), np.float32))
+    head, face = (m >= 128 for m in Engine._region_masks(rgb, region, ["class:head", "class:face"], 2))
+    assert has_hole(face)
+    assert head.any() and not has_hole(head) and head[100, 80]
 
 
 def test_detail_mode_2_follows_the_photo_at_full_size(engine: Engine) -> None:
