@@ -94,11 +94,11 @@ def small_in_a_wide_frame(rgb: np.ndarray) -> np.ndarray:
     return frame
 
 
-def out_of_focus(rgb: np.ndarray) -> np.ndarray:
+def blurred_photo(rgb: np.ndarray) -> np.ndarray:
     return next(framed("blurred", [("photo", rgb, np.zeros(rgb.shape[:2], np.uint8))]))[1]
 
 
-@pytest.mark.parametrize("make", [small_in_a_wide_frame, out_of_focus], ids=["small", "blurred"])
+@pytest.mark.parametrize("make", [small_in_a_wide_frame, blurred_photo], ids=["small", "blurred"])
 def test_masks_do_not_depend_on_which_way_the_photo_faces(engine: Engine, make: Callable[[np.ndarray], np.ndarray]
                                                           ) -> None:
     """A person's crop and an out-of-focus photo are parsed plain and mirrored
