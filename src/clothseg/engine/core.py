@@ -312,9 +312,10 @@ def edge_width(rgb: np.ndarray) -> float:
     return float((gradient[textured] / np.maximum(laplacian[textured], 1e-6)).min())
 
 
-def out_of_focus(rgb: np.ndarray) -> bool:
-    """Whether ``rgb`` (at the working size) has edges wider than any sharp training photo's."""
-    return edge_width(rgb) > SHARP_WIDTH
+def out_of_focus(width: float) -> bool:
+    """Whether an image at the working size whose ``edge_width`` is ``width``
+    has edges wider than any sharp training photo's."""
+    return width > SHARP_WIDTH
 
 
 def sharpened(rgb: np.ndarray, sigma: float) -> np.ndarray:
@@ -499,7 +500,7 @@ class Engine:
             regions = [self._group_region(rgb, group, target, quality) for group in group_people(people, H, W)]
         else:
             # The whole-photo pass above is the first view (quality 2 mirrors every photo).
-            hard = quality == 1 and out_of_focus(working_copy(rgb, target))
+            hard = quality == 1 and out_of_focus(edge_width(working_copy(rgb, target)))
             views = tta_views(quality, hard)[1:]
             probs = whole if not views else (whole + self._network(rgb, pose, target, views) * len(views)) / (
                 1 + len(views))
@@ -611,7 +612,7 @@ class Engine:
         for scale, flip in views:
             sh, sw = working_size(rgb.shape[0], rgb.shape[1], round(target * scale))
             img = base if (sh, sw) == (h, w) else cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
-            if blur > SHARP_WIDTH:  # out_of_focus, its width reused
+            if out_of_focus(blur):
                 img = sharpened(img, SHARPEN_RADIUS * blur * scale)
             view = np.ascontiguousarray(img[:, ::-1]) if flip else img
             probs = self.backend.probabilities(view, _flip_pose(pose) if flip else pose)
