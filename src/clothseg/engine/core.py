@@ -31,8 +31,10 @@ from clothseg.engine.taxonomy import (
 # Working resolution in pixels (height x width of a 2:3 portrait of this height),
 # per detail mode; the image keeps its aspect ratio at this area.
 WORKING_HEIGHT = {1: 384, 2: 512}
-# Quality 2 averages these scales of the working size, each also mirrored.
-TTA_SCALES = (0.875, 1.0, 1.25)
+# Quality 2 averages these scales of the working size, each also mirrored.  With
+# the two-network model a 0.875 scale took the full photos' bottoms below quality
+# 1's beyond noise (training/RUNS.md).
+TTA_SCALES = (1.0, 1.25)
 # Every training photo reaches a luminance of 0.72 at its 99th percentile (5%
 # stay below 0.87): a photo that stays darker (underexposed) is outside what
 # the network learnt, and is parsed with its levels stretched.
