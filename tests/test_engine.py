@@ -16,7 +16,13 @@ from PIL import Image
 
 from clothseg.engine import Engine, SegmentOptions, load_engine
 from clothseg.engine.evaluation import EvalResult, annotated_stems, ccp_label_names, evaluate
-from clothseg.engine.onnx_backend import DEFAULT_MODEL, GRAY_MODEL, OnnxParsingBackend, is_grayscale
+from clothseg.engine.onnx_backend import (
+    DEFAULT_MODEL,
+    GRAY_MODEL,
+    OnnxParsingBackend,
+    is_grayscale,
+    unrolled_softmax,
+)
 from clothseg.engine.taxonomy import (
     API_CLASS_MEMBERS,
     API_CLASSES,
@@ -182,6 +188,24 @@ def test_an_underexposed_photo_is_parsed_with_its_levels_stretched(engine: Engin
 
 
 # -- export and quality ------------------------------------------------------------------
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL], ids=["colour", "gray"])
+def test_the_backend_gives_the_exported_models_probabilities(model: Path, rgb: np.ndarray) -> None:
+    """The backend runs each model with its softmax written out (onnxruntime's
+    own Softmax kernel is slow over the channel axis): same probabilities."""
+    import onnx
+    import onnxruntime as ort
+
+    small = np.ascontiguousarray(np.asarray(Image.fromarray(rgb).resize((128, 192))))
+    backend = OnnxParsingBackend(model, 1)
+    assert not [n for n in unrolled_softmax(onnx.load(str(model))).graph.node if n.op_type == "Softmax"]
+    card = backend.card
+    x = (small.transpose(2, 0, 1).astype(np.float32) / 255 - np.reshape(card["mean"], (3, 1, 1))) / np.reshape(
+        card["std"], (3, 1, 1))
+    inp = np.concatenate([x, np.zeros((card["prior_channels"], 192, 128))], 0)[None].astype(np.float32)
+    exported = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": inp})[0][0]
+    np.testing.assert_allclose(backend.probabilities(small, None), exported, atol=1e-5)
+
+
 @pytest.mark.parametrize("architecture", [{}, {"context": True}, {"encoder": "efficientnet-lite2"}],
                          ids=["plain", "context", "lite2"])
 def test_onnx_export_matches_pytorch(tmp_path: Path, architecture: dict) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import helper, numpy_helper
 
 from clothseg.engine.priors import Pose, render_priors
 from clothseg.engine.taxonomy import FINE_LABELS
@@ -22,6 +24,38 @@ GRAY_MODEL = MODELS_DIR / "clothseg-parsing-gray.onnx"
 # averages below this: JPEG's chroma noise on a gray photo stays under 1, a
 # sepia or faded colour photo is well above.
 GRAY_SPREAD = 3.0
+
+
+def unrolled_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with each Softmax over the channel axis written out as
+    ReduceMax, Sub, Exp, ReduceSum and Div.  onnxruntime's Softmax kernel works
+    pixel by pixel, on 16 labels at a time: at the working size it took ~20 ms
+    of a ~55 ms network pass; the written-out form runs on whole tensors in a
+    few ms, for the same probabilities (within 1e-6)."""
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    axes = "unrolled_softmax:axes"
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
+        if node.op_type != "Softmax" or axis != 1:
+            nodes.append(node)
+            continue
+        x, y, name = node.input[0], node.output[0], node.name
+        # ReduceMax takes its axes as an input from opset 18 on, ReduceSum from 13 on.
+        reduce_max = (helper.make_node("ReduceMax", [x, axes], [f"{name}:max"], keepdims=1, name=f"{name}:max")
+                      if opset >= 18 else
+                      helper.make_node("ReduceMax", [x], [f"{name}:max"], axes=[1], keepdims=1, name=f"{name}:max"))
+        nodes += [reduce_max,
+                  helper.make_node("Sub", [x, f"{name}:max"], [f"{name}:shifted"], name=f"{name}:shift"),
+                  helper.make_node("Exp", [f"{name}:shifted"], [f"{name}:exp"], name=f"{name}:exp"),
+                  helper.make_node("ReduceSum", [f"{name}:exp", axes], [f"{name}:sum"], keepdims=1,
+                                   name=f"{name}:sum"),
+                  helper.make_node("Div", [f"{name}:exp", f"{name}:sum"], [y], name=f"{name}:div")]
+    if len(nodes) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), axes))
+    return model
 
 
 def is_grayscale(rgb: np.ndarray) -> bool:
@@ -54,7 +88,8 @@ class OnnxParsingBackend:
         # (two sessions held ~140 MB more after a 4000 px photo), for no
         # measurable speed on this network.
         opts.enable_cpu_mem_arena = False
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        model = unrolled_softmax(onnx.load(str(path))).SerializeToString()
+        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         card = json.loads(path.with_suffix(".json").read_text())
         if tuple(card["labels"]) != FINE_LABELS:
             raise ValueError(f"{path} predicts {card['labels']}, not the current taxonomy")
