@@ -35,12 +35,14 @@ def unrolled_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     axes = "unrolled_softmax:axes"
     nodes: list[onnx.NodeProto] = []
+    written_out = False
     for node in model.graph.node:
         axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
         if node.op_type != "Softmax" or axis != 1:
             nodes.append(node)
             continue
         x, y, name = node.input[0], node.output[0], node.name
+        written_out = True
         # ReduceMax takes its axes as an input from opset 18 on, ReduceSum from 13 on.
         reduce_max = (helper.make_node("ReduceMax", [x, axes], [f"{name}:max"], keepdims=1, name=f"{name}:max")
                       if opset >= 18 else
@@ -51,7 +53,7 @@ def unrolled_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
                   helper.make_node("ReduceSum", [f"{name}:exp", axes], [f"{name}:sum"], keepdims=1,
                                    name=f"{name}:sum"),
                   helper.make_node("Div", [f"{name}:exp", f"{name}:sum"], [y], name=f"{name}:div")]
-    if len(nodes) != len(model.graph.node):
+    if written_out:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), axes))
