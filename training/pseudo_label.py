@@ -2,8 +2,8 @@
 
     python -m training.pseudo_label --teacher src/clothseg/models/clothseg-parsing.onnx
 
-The teacher is the engine itself with an exported model at quality 2 (three
-scales, each mirrored).  Those photos do have CCP's image-level tags (which
+The teacher is the engine itself with an exported model at quality 2 (the
+scales of `TTA_SCALES`, each mirrored).  Those photos do have CCP's image-level tags (which
 garments are present), and they constrain the labels: a pixel may only take a
 fine label whose CCP sources are tagged (background always).  Where the teacher
 puts more than half its probability on untagged labels, or the renormalised top
