@@ -11,6 +11,7 @@ and ZIP categories.  Nothing here knows about HTTP.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -156,14 +157,17 @@ CROP_MAX_AREA = 0.6
 SAME_PERSON_OVERLAP = 0.5
 # A group's region holds at most this many of its largest crop's pixels.
 COMPOSED_MAX_CROPS = 4
-# Detail mode 2 fits its edge refinement at this many pixels on the long side,
-# and applies it at full size this many rows at a time.
+# Masks follow the photo's edges (a guided filter): detail mode 1 fits the
+# filter at the network's working resolution, detail mode 2 at this many
+# pixels on the long side; at full size it applies to this many pixels at a time.
 REFINE_SIDE = 1024
-REFINE_BAND = 256
+REFINE_BAND_PIXELS = 1 << 20
 # Its window's radius is this share of the fitted image's long side (8 px at
 # 1024): boundary F on 50 training photos 0.694 at 1/256, 0.704 at 1/170,
 # 0.709 at 1/128, 0.703 at 1/85, 0.685 at 1/64.
 REFINE_RADIUS = 1 / 128
+# Its regularisation: how faint an edge (luminance variance) it snaps to.
+REFINE_EPSILON = 1e-3
 # A ZIP category is reported when at least this fraction of the image is in it.
 MIN_CATEGORY_FRACTION = 0.0005
 
@@ -217,47 +221,80 @@ def working_copy(rgb: np.ndarray, target: int) -> np.ndarray:
     return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def guided_refine(rgb: np.ndarray, maps: np.ndarray) -> list[np.ndarray]:
-    """One uint8 mask (H, W) at the photo's size per soft mask of ``maps`` (h, w, C),
-    snapped to the photo's edges by a fast guided filter (He & Sun 2015) with
-    the photo's luminance as guide.  The linear coefficients are fitted at
-    <= REFINE_SIDE px and applied at full size: a 4k photo costs ~2 s for all
-    twelve masks (OpenCV's ximgproc filter takes ~2 s per mask at 4k).  Full-size
-    work goes REFINE_BAND rows at a time, so it needs a few MB beside the masks."""
+def refine_fit(height: int, width: int, working: tuple[int, int], detail_mode: int) -> tuple[int, int]:
+    """(h, w) at which the edge refinement of a region ``height`` x ``width``
+    pixels, parsed at the ``working`` (h, w) resolution, is fitted: detail
+    mode 1 at the working resolution, detail mode 2 at up to REFINE_SIDE px on
+    the long side (finer edges, more time); never above the region's own size."""
+    side = max(working) if detail_mode == 1 else REFINE_SIDE
+    scale = min(1.0, side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def guided_fit(rgb: np.ndarray, maps: np.ndarray, fit: tuple[int, int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Coefficients (a, b), each (h, w) at ``fit`` (h, w), of a guided filter
+    (He & Sun 2015) of each soft map of ``maps`` (C, any height, any width) in
+    turn, with the luminance of the photo ``rgb`` as guide.  At the photo's
+    size a map is a * luminance + b, a and b upsampled (the fast guided
+    filter): the maps follow the photo's own edges, not the working
+    resolution's blocks.  One map at a time keeps a 4k photo's detail mode 2
+    to a few MB of work."""
+    h, w = fit
+    guide = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (w, h), interpolation=cv2.INTER_AREA)
+    guide = guide.astype(np.float32) / 255
+    size = (2 * max(2, round(REFINE_RADIUS * max(h, w))) + 1,) * 2
+    mean_i = cv2.boxFilter(guide, -1, size)
+    var_i = cv2.boxFilter(guide * guide, -1, size) - mean_i * mean_i
+    var_i += REFINE_EPSILON
+    for m in maps:
+        p = m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+        mean_p = cv2.boxFilter(p, -1, size)
+        a = (cv2.boxFilter(guide * p, -1, size) - mean_i * mean_p) / var_i
+        b = cv2.boxFilter(mean_p - a * mean_i, -1, size)
+        yield cv2.boxFilter(a, -1, size), b
+
+
+def guided_masks(rgb: np.ndarray, maps: np.ndarray, fit: tuple[int, int]) -> list[np.ndarray]:
+    """One uint8 mask at the photo's size per soft map of ``maps`` (C, h, w),
+    snapped to the edges of the photo ``rgb`` by ``guided_fit`` at ``fit`` and
+    pushed towards 0/255 as ``to_uint8`` does.  Full-size work goes
+    REFINE_BAND_PIXELS at a time, so a 4k photo needs a few MB beside its masks."""
     H, W = rgb.shape[:2]
-    scale = min(1.0, REFINE_SIDE / max(H, W))
-    h, w = max(1, round(H * scale)), max(1, round(W * scale))
-    gray_full = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    guide = cv2.resize(gray_full, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-    radius = max(2, round(REFINE_RADIUS * max(h, w)))
-
-    def box(x: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1))
-
-    mean_i = box(guide)
-    var_i = box(guide * guide) - mean_i * mean_i
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    rows = max(1, REFINE_BAND_PIXELS // W)
+    gain = EDGE_SHARPNESS * 255
     out = []
-    for c in range(maps.shape[2]):  # one mask at a time, its full-size work in bands of rows
-        p = cv2.resize(np.ascontiguousarray(maps[:, :, c]), (w, h), interpolation=cv2.INTER_LINEAR)
-        mean_p = box(p)
-        a = (box(guide * p) - mean_i * mean_p) / (var_i + 1e-3)
-        b = box(mean_p - a * mean_i)
-        a = box(a)
+    for a, b in guided_fit(rgb, maps, fit):
+        # to_uint8(a * gray / 255 + b) as one multiply-add at full size: its
+        # affine map folded into the coefficients at the fitted size.
+        a *= gain / 255
+        b = (b - 0.5) * gain + (0.5 * 255 + 0.5)
         mask = np.empty((H, W), np.uint8)
-        for top in range(0, H, REFINE_BAND):
-            bottom = min(H, top + REFINE_BAND)
+        for top in range(0, H, rows):
+            bottom = min(H, top + rows)
             band = _resized_rows(a, H, W, top, bottom)
-            band *= gray_full[top:bottom]
-            band *= 1 / 255
+            band *= gray[top:bottom]
             band += _resized_rows(b, H, W, top, bottom)
-            mask[top:bottom] = to_uint8(band, in_place=True)
+            np.clip(band, 0.0, 255.5, out=band)
+            mask[top:bottom] = band
         out.append(mask)
     return out
+
+
+def guided_upsampled(rgb: np.ndarray, maps: np.ndarray, fit: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) float maps at the size of the photo ``rgb`` from ``maps`` (C, h, w),
+    snapped to its edges as ``guided_masks`` snaps the API's masks."""
+    H, W = rgb.shape[:2]
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    return np.stack([cv2.resize(a, (W, H), interpolation=cv2.INTER_LINEAR) * gray
+                     + cv2.resize(b, (W, H), interpolation=cv2.INTER_LINEAR) for a, b in guided_fit(rgb, maps, fit)])
 
 
 def _resized_rows(src: np.ndarray, height: int, width: int, top: int, bottom: int) -> np.ndarray:
     """Rows top:bottom of ``src`` resized to (height, width) bilinearly, as
     cv2.resize would give them, without making the other rows."""
+    if (top, bottom) == (0, height):
+        return cv2.resize(src, (width, height), interpolation=cv2.INTER_LINEAR)
     h, w = src.shape[:2]
     to_source = np.array([[w / width, 0, 0.5 * w / width - 0.5],
                           [0, h / height, (top + 0.5) * h / height - 0.5]], np.float32)
@@ -667,19 +704,16 @@ class Engine:
                 return others_map(person, region.person_prior)
             return probs[fine_indices(API_CLASS_MEMBERS[name])].sum(0)
 
-        stack = np.stack([soft(n) for n in names], axis=2)
-        if detail_mode == 2:
-            x0, y0, x1, y1 = region.box
-            # The photo's own edges decide the boundary; the head keeps no holes
-            # (a dark edge inside it, sunglasses, can pull the filter under 0.5).
-            masks = guided_refine(np.ascontiguousarray(rgb[y0:y1, x0:x1]), stack)
-            if "class:head" in names:
-                head = masks[names.index("class:head")]
-                head[enclosed_holes(head >= 128)] = 255
-            return masks
-        # Sharpen at the working size, then upsample the bytes (4x less work).
-        sharp = to_uint8(stack)
-        return [region.upsampled(np.ascontiguousarray(sharp[:, :, i])) for i in range(len(names))]
+        stack = np.stack([soft(n) for n in names])
+        x0, y0, x1, y1 = region.box
+        crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        # The photo's own edges decide the boundary; the head keeps no holes
+        # (a dark edge inside it, sunglasses, can pull the filter under 0.5).
+        masks = guided_masks(crop, stack, refine_fit(y1 - y0, x1 - x0, stack.shape[1:], detail_mode))
+        if "class:head" in names:
+            head = masks[names.index("class:head")]
+            head[enclosed_holes(head >= 128)] = 255
+        return masks
 
 
 def others_map(person: np.ndarray, person_prior: np.ndarray) -> np.ndarray:

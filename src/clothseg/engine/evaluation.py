@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from clothseg.engine.core import Engine, SegmentOptions, enclosed_holes
+from clothseg.engine.core import Engine, SegmentOptions, as_trained, enclosed_holes, guided_upsampled, refine_fit
 from clothseg.engine.framings import framed
 from clothseg.engine.taxonomy import (
     CCP_IGNORED,
@@ -151,9 +151,17 @@ def _iou(conf: np.ndarray) -> np.ndarray:
 
 def predict_eval_classes(engine: Engine, rgb: np.ndarray, quality: int,
                          detail_mode: int = 1) -> tuple[np.ndarray, bool]:
-    """Eval class per pixel at the photo's size, and whether the engine found a person."""
+    """Eval class per pixel at the photo's size, and whether the engine found a
+    person: the argmax of the eval classes' probabilities, snapped to the
+    photo's edges as the API's masks of ``detail_mode`` are."""
     parsing = engine.parse(rgb, quality, detail_mode)
-    maps = [r.upsampled(r.probs.transpose(1, 2, 0)) @ eval_membership().T for r in parsing.regions]
+    guide = as_trained(rgb)  # the photo whose edges the API's masks follow
+    maps = []
+    for r in parsing.regions:
+        x0, y0, x1, y1 = r.box
+        eval_maps = np.tensordot(eval_membership(), r.probs, 1)
+        maps.append(guided_upsampled(np.ascontiguousarray(guide[y0:y1, x0:x1]), eval_maps,
+                                     refine_fit(y1 - y0, x1 - x0, eval_maps.shape[1:], detail_mode)).transpose(1, 2, 0))
     background = np.eye(len(EVAL_CLASSES), dtype=np.float32)[EVAL_CLASSES.index("background")]
     return parsing.paste(maps, fill=background).argmax(2).astype(np.uint8), parsing.has_person
 
