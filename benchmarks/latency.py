@@ -98,7 +98,7 @@ def main() -> None:
     b2 = SegformerForSemanticSegmentation(SegformerConfig(
         depths=[3, 4, 6, 3], hidden_sizes=[64, 128, 320, 512], decoder_hidden_size=768, num_labels=18,
     )).eval()
-    h, w = working_size(rgb.shape[0], rgb.shape[1], WORKING_HEIGHT[1])
+    h, w = working_size(rgb.shape[0], rgb.shape[1], WORKING_HEIGHT)
     # The photo's own size (what the engine is given), SegFormer's usual 512x512,
     # and our network's working size (the strictest comparison).
     sizes = (("the photo's size", rgb.shape[:2]), ("512x512", (512, 512)), ("our working size", (h, w)))

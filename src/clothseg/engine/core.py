@@ -29,9 +29,11 @@ from clothseg.engine.taxonomy import (
     fine_indices,
 )
 
-# Working resolution in pixels (height x width of a 2:3 portrait of this height),
-# per detail mode; the image keeps its aspect ratio at this area.
-WORKING_HEIGHT = {1: 384, 2: 512}
+# Working resolution in pixels (height x width of a 2:3 portrait of this height);
+# the image keeps its aspect ratio at this area.  Detail mode 2 parsed at 512 px
+# until 2026-12-05: once both modes' masks follow the photo's edges, 512 px gave
+# worse edges than 384 (the network learnt people at about 384 px).
+WORKING_HEIGHT = 384
 # Quality 2 averages these scales of the working size, each also mirrored.  With
 # the two-network model a 0.875 scale took the full photos' bottoms below quality
 # 1's beyond noise (training/RUNS.md).
@@ -221,73 +223,106 @@ def working_copy(rgb: np.ndarray, target: int) -> np.ndarray:
     return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def refine_fit(height: int, width: int, working: tuple[int, int], detail_mode: int) -> tuple[int, int]:
-    """(h, w) at which the edge refinement of a region ``height`` x ``width``
-    pixels, parsed at the ``working`` (h, w) resolution, is fitted: detail
-    mode 1 at the working resolution, detail mode 2 at up to REFINE_SIDE px on
-    the long side (finer edges, more time); never above the region's own size."""
+@dataclass(frozen=True)
+class Refinement:
+    """How a region's masks are brought to the photo's size: a guided filter
+    fitted at ``fit`` (h, w), with the photo's colour (3 channels) or its
+    luminance as guide."""
+
+    fit: tuple[int, int]
+    colour: bool
+
+
+def refinement(height: int, width: int, working: tuple[int, int], detail_mode: int) -> Refinement:
+    """The refinement of a region ``height`` x ``width`` pixels parsed at the
+    ``working`` (h, w) resolution: detail mode 1 fits a luminance-guided
+    filter at the working resolution; detail mode 2 a colour-guided one (it
+    also finds the edge between two garments of one lightness) at up to
+    REFINE_SIDE px on the long side; never above the region's own size."""
     side = max(working) if detail_mode == 1 else REFINE_SIDE
     scale = min(1.0, side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return Refinement((max(1, round(height * scale)), max(1, round(width * scale))), detail_mode == 2)
 
 
-def guided_fit(rgb: np.ndarray, maps: np.ndarray, fit: tuple[int, int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Coefficients (a, b), each (h, w) at ``fit`` (h, w), of a guided filter
-    (He & Sun 2015) of each soft map of ``maps`` (C, any height, any width) in
-    turn, with the luminance of the photo ``rgb`` as guide.  At the photo's
-    size a map is a * luminance + b, a and b upsampled (the fast guided
-    filter): the maps follow the photo's own edges, not the working
-    resolution's blocks.  One map at a time keeps a 4k photo's detail mode 2
-    to a few MB of work."""
-    h, w = fit
-    guide = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (w, h), interpolation=cv2.INTER_AREA)
-    guide = guide.astype(np.float32) / 255
+def guided_fit(rgb: np.ndarray, maps: np.ndarray, how: Refinement) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Coefficients (a, b) at ``how.fit`` (h, w) of a guided filter (He & Sun
+    2015) of each soft map of ``maps`` (C, any height, any width) in turn, the
+    photo ``rgb`` (0-255) as guide: a is (h, w), or (h, w, 3) with the colour
+    guide, in units of the guide's 0-255.  At the photo's size a map is
+    a * guide + b, a and b upsampled (the fast guided filter): the maps
+    follow the photo's own edges, not the working resolution's blocks.  One
+    map at a time keeps a 4k photo's refinement to a few MB of work."""
+    h, w = how.fit
+    guide = cv2.resize(rgb if how.colour else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (w, h),
+                       interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     size = (2 * max(2, round(REFINE_RADIUS * max(h, w))) + 1,) * 2
-    mean_i = cv2.boxFilter(guide, -1, size)
-    var_i = cv2.boxFilter(guide * guide, -1, size) - mean_i * mean_i
-    var_i += REFINE_EPSILON
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, size)
+
+    mean_i = box(guide)
+    if how.colour:
+        # Per pixel, the inverse of the guide's 3x3 colour covariance in the window.
+        products = np.einsum("hwi,hwj->hwij", guide, guide).reshape(h, w, 9)
+        cov = np.stack([box(np.ascontiguousarray(products[:, :, k])) for k in range(9)], 2).reshape(h, w, 3, 3)
+        cov -= np.einsum("hwi,hwj->hwij", mean_i, mean_i)
+        inverse = np.linalg.inv(cov + REFINE_EPSILON * np.eye(3, dtype=np.float32))
+    else:
+        var_i = box(guide * guide) - mean_i * mean_i + REFINE_EPSILON
     for m in maps:
         p = m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-        mean_p = cv2.boxFilter(p, -1, size)
-        a = (cv2.boxFilter(guide * p, -1, size) - mean_i * mean_p) / var_i
-        b = cv2.boxFilter(mean_p - a * mean_i, -1, size)
-        yield cv2.boxFilter(a, -1, size), b
+        mean_p = box(p)
+        if how.colour:
+            cov_ip = box(guide * p[:, :, None]) - mean_i * mean_p[:, :, None]
+            a = np.einsum("hwij,hwj->hwi", inverse, cov_ip)
+            b = box(mean_p - (a * mean_i).sum(2))
+        else:
+            a = (box(guide * p) - mean_i * mean_p) / var_i
+            b = box(mean_p - a * mean_i)
+        yield box(a) / 255, b
 
 
-def guided_masks(rgb: np.ndarray, maps: np.ndarray, fit: tuple[int, int]) -> list[np.ndarray]:
+def _guided_rows(a: np.ndarray, b: np.ndarray, guide: np.ndarray, top: int, bottom: int) -> np.ndarray:
+    """Rows top:bottom of a * guide + b at the size of ``guide`` (the photo, or
+    its luminance), a and b upsampled from the fitted size."""
+    height, width = guide.shape[:2]
+    band = _resized_rows(a, height, width, top, bottom)
+    band *= guide[top:bottom]
+    if band.ndim == 3:
+        band = band.sum(2)
+    band += _resized_rows(b, height, width, top, bottom)
+    return band
+
+
+def guided_masks(rgb: np.ndarray, maps: np.ndarray, how: Refinement) -> list[np.ndarray]:
     """One uint8 mask at the photo's size per soft map of ``maps`` (C, h, w),
-    snapped to the edges of the photo ``rgb`` by ``guided_fit`` at ``fit`` and
-    pushed towards 0/255 as ``to_uint8`` does.  Full-size work goes
+    snapped to the edges of the photo ``rgb`` by ``guided_fit`` and pushed
+    towards 0/255 as ``to_uint8`` does.  Full-size work goes
     REFINE_BAND_PIXELS at a time, so a 4k photo needs a few MB beside its masks."""
     H, W = rgb.shape[:2]
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    guide = rgb if how.colour else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     rows = max(1, REFINE_BAND_PIXELS // W)
     gain = EDGE_SHARPNESS * 255
     out = []
-    for a, b in guided_fit(rgb, maps, fit):
-        # to_uint8(a * gray / 255 + b) as one multiply-add at full size: its
+    for a, b in guided_fit(rgb, maps, how):
+        # to_uint8(a * guide + b) as one multiply-add at full size: its
         # affine map folded into the coefficients at the fitted size.
-        a *= gain / 255
+        a *= gain
         b = (b - 0.5) * gain + (0.5 * 255 + 0.5)
         mask = np.empty((H, W), np.uint8)
         for top in range(0, H, rows):
-            bottom = min(H, top + rows)
-            band = _resized_rows(a, H, W, top, bottom)
-            band *= gray[top:bottom]
-            band += _resized_rows(b, H, W, top, bottom)
+            band = _guided_rows(a, b, guide, top, min(H, top + rows))
             np.clip(band, 0.0, 255.5, out=band)
-            mask[top:bottom] = band
+            mask[top:top + len(band)] = band
         out.append(mask)
     return out
 
 
-def guided_upsampled(rgb: np.ndarray, maps: np.ndarray, fit: tuple[int, int]) -> np.ndarray:
+def guided_upsampled(rgb: np.ndarray, maps: np.ndarray, how: Refinement) -> np.ndarray:
     """(C, H, W) float maps at the size of the photo ``rgb`` from ``maps`` (C, h, w),
     snapped to its edges as ``guided_masks`` snaps the API's masks."""
-    H, W = rgb.shape[:2]
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
-    return np.stack([cv2.resize(a, (W, H), interpolation=cv2.INTER_LINEAR) * gray
-                     + cv2.resize(b, (W, H), interpolation=cv2.INTER_LINEAR) for a, b in guided_fit(rgb, maps, fit)])
+    guide = rgb if how.colour else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return np.stack([_guided_rows(a, b, guide, 0, rgb.shape[0]) for a, b in guided_fit(rgb, maps, how)])
 
 
 def _resized_rows(src: np.ndarray, height: int, width: int, top: int, bottom: int) -> np.ndarray:
@@ -498,7 +533,7 @@ class Engine:
             return self._parse(rgb, pose, quality, detail_mode)
         if quarters != 2:
             return self._parse(upright, upright_pose, quality, detail_mode).turned(-quarters)
-        target = WORKING_HEIGHT[detail_mode]
+        target = WORKING_HEIGHT
         whole = self._network(rgb, pose, target, tta_views(1))
         upright_whole = self._network(upright, upright_pose, target, tta_views(1))
         if (head_shares(upright_whole) > head_shares(whole)).any():
@@ -523,13 +558,13 @@ class Engine:
         if upright_lean is None or abs(upright_lean) >= TILTED_LEAN:
             return self._parse(rgb, pose, quality, detail_mode)
         parsing = self._parse(upright, upright_pose, quality, detail_mode)
-        return parsing.warped(affine, (H, W), working_size(H, W, WORKING_HEIGHT[detail_mode]))
+        return parsing.warped(affine, (H, W), working_size(H, W, WORKING_HEIGHT))
 
     def _parse(self, rgb: np.ndarray, pose: Pose, quality: int, detail_mode: int,
                whole: np.ndarray | None = None) -> Parsing:
         """``whole``: the network's pass over the whole photo, if already made."""
         H, W = rgb.shape[:2]
-        target = WORKING_HEIGHT[detail_mode]
+        target = WORKING_HEIGHT
         if whole is None:
             whole = self._network(rgb, pose, target, tta_views(1))
         people = distinct_people(self._find_people(rgb, pose, whole))
@@ -538,8 +573,9 @@ class Engine:
         if len(people) > 1 or _area(crop_box(people, H, W)) < CROP_MAX_AREA * H * W:
             regions = [self._group_region(rgb, group, target, quality) for group in group_people(people, H, W)]
         else:
-            # The whole-photo pass above is the first view (quality 2 mirrors every photo).
-            hard = quality == 1 and out_of_focus(edge_width(working_copy(rgb, target)))
+            # The whole-photo pass above is the first view (quality 2 mirrors every
+            # photo; detail mode 2 too, for steadier edges).
+            hard = detail_mode == 2 or (quality == 1 and out_of_focus(edge_width(working_copy(rgb, target))))
             views = tta_views(quality, hard)[1:]
             probs = whole if not views else (whole + self._network(rgb, pose, target, views) * len(views)) / (
                 1 + len(views))
@@ -697,23 +733,35 @@ class Engine:
         person = 1.0 - probs[FINE_INDEX["background"]]
 
         def soft(n: str) -> np.ndarray:
-            kind, name = n.split(":", 1)
-            if kind == "cat":
-                return probs[fine_indices(CLOTHING_CATEGORIES[name])].sum(0)
-            if name == "others":
+            if n == "class:others":
                 return others_map(person, region.person_prior)
-            return probs[fine_indices(API_CLASS_MEMBERS[name])].sum(0)
+            return probs[fine_indices(mask_members(n))].sum(0)
 
         stack = np.stack([soft(n) for n in names])
         x0, y0, x1, y1 = region.box
         crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
         # The photo's own edges decide the boundary; the head keeps no holes
         # (a dark edge inside it, sunglasses, can pull the filter under 0.5).
-        masks = guided_masks(crop, stack, refine_fit(y1 - y0, x1 - x0, stack.shape[1:], detail_mode))
+        masks = guided_masks(crop, stack, refinement(y1 - y0, x1 - x0, stack.shape[1:], detail_mode))
+        # The filter can overshoot below 0 beside an edge, so a sum of labels
+        # (head, clothes) could dip under one of its parts there: each mask
+        # holds the masks of the labels it sums, smallest first.
+        members = [frozenset(mask_members(n)) for n in names]
+        for i in sorted(range(len(names)), key=lambda k: len(members[k])):
+            for j, part in enumerate(members):
+                if part and part < members[i]:
+                    np.maximum(masks[i], masks[j], out=masks[i])
         if "class:head" in names:
             head = masks[names.index("class:head")]
             head[enclosed_holes(head >= 128)] = 255
         return masks
+
+
+def mask_members(name: str) -> tuple[str, ...]:
+    """The fine labels whose probabilities the mask ``name`` ("class:tops",
+    "cat:skirt") sums; none for "class:others"."""
+    kind, label = name.split(":", 1)
+    return (CLOTHING_CATEGORIES if kind == "cat" else API_CLASS_MEMBERS)[label]
 
 
 def others_map(person: np.ndarray, person_prior: np.ndarray) -> np.ndarray:

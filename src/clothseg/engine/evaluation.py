@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from clothseg.engine.core import Engine, SegmentOptions, as_trained, enclosed_holes, guided_upsampled, refine_fit
+from clothseg.engine.core import Engine, SegmentOptions, as_trained, enclosed_holes, guided_upsampled, refinement
 from clothseg.engine.framings import framed
 from clothseg.engine.taxonomy import (
     CCP_IGNORED,
@@ -161,7 +161,7 @@ def predict_eval_classes(engine: Engine, rgb: np.ndarray, quality: int,
         x0, y0, x1, y1 = r.box
         eval_maps = np.tensordot(eval_membership(), r.probs, 1)
         maps.append(guided_upsampled(np.ascontiguousarray(guide[y0:y1, x0:x1]), eval_maps,
-                                     refine_fit(y1 - y0, x1 - x0, eval_maps.shape[1:], detail_mode)).transpose(1, 2, 0))
+                                     refinement(y1 - y0, x1 - x0, eval_maps.shape[1:], detail_mode)).transpose(1, 2, 0))
     background = np.eye(len(EVAL_CLASSES), dtype=np.float32)[EVAL_CLASSES.index("background")]
     return parsing.paste(maps, fill=background).argmax(2).astype(np.uint8), parsing.has_person
 
