@@ -387,8 +387,8 @@ def test_masks_follow_the_photos_edges_not_the_working_resolution(detail_mode: i
 
 def test_both_detail_modes_give_full_size_masks_that_agree(engine: Engine) -> None:
     """At 4x the photo's size, both detail modes answer at that size and agree
-    on the garment (detail mode 2 parses at a higher resolution and snaps to
-    finer edges; docs/MODEL.md gives their boundary F-scores)."""
+    on the garment (detail mode 2 adds a mirrored pass and snaps to finer,
+    colour edges; docs/MODEL.md gives their boundary F-scores)."""
     rgb = ccp_photo(1)
     big = np.asarray(Image.fromarray(rgb).resize((rgb.shape[1] * 4, rgb.shape[0] * 4), Image.Resampling.LANCZOS))
     masks = {d: engine.segment(big, SegmentOptions(class_type=1, detail_mode=d)).class_masks["clothes"] >= 128

@@ -165,10 +165,11 @@ COMPOSED_MAX_CROPS = 4
 REFINE_SIDE = 1024
 REFINE_BAND_PIXELS = 1 << 20
 # Its window's radius is this share of the fitted image's long side (8 px at
-# 1024): boundary F on 50 training photos 0.694 at 1/256, 0.704 at 1/170,
-# 0.709 at 1/128, 0.703 at 1/85, 0.685 at 1/64.
+# 1024, 3 px at the working size): detail mode 2's boundary F on 50 training
+# photos 0.694 at 1/256, 0.704 at 1/170, 0.709 at 1/128, 0.703 at 1/85, 0.685
+# at 1/64; detail mode 1's mIoU on 150 training photos peaks at 1/128 too.
 REFINE_RADIUS = 1 / 128
-# Its regularisation: how faint an edge (luminance variance) it snaps to.
+# Its regularisation: how faint an edge (variance of the guide) it snaps to.
 REFINE_EPSILON = 1e-3
 # A ZIP category is reported when at least this fraction of the image is in it.
 MIN_CATEGORY_FRACTION = 0.0005
@@ -247,7 +248,7 @@ def refinement(height: int, width: int, working: tuple[int, int], detail_mode: i
 def guided_fit(rgb: np.ndarray, maps: np.ndarray, how: Refinement) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Coefficients (a, b) at ``how.fit`` (h, w) of a guided filter (He & Sun
     2015) of each soft map of ``maps`` (C, any height, any width) in turn, the
-    photo ``rgb`` (0-255) as guide: a is (h, w), or (h, w, 3) with the colour
+    photo ``rgb`` (0-255) as guide: a is (h, w), or (3, h, w) with the colour
     guide, in units of the guide's 0-255.  At the photo's size a map is
     a * guide + b, a and b upsampled (the fast guided filter): the maps
     follow the photo's own edges, not the working resolution's blocks.  One
@@ -260,37 +261,56 @@ def guided_fit(rgb: np.ndarray, maps: np.ndarray, how: Refinement) -> Iterator[t
     def box(x: np.ndarray) -> np.ndarray:
         return cv2.boxFilter(x, -1, size)
 
-    mean_i = box(guide)
-    if how.colour:
-        # Per pixel, the inverse of the guide's 3x3 colour covariance in the window.
-        products = np.einsum("hwi,hwj->hwij", guide, guide).reshape(h, w, 9)
-        cov = np.stack([box(np.ascontiguousarray(products[:, :, k])) for k in range(9)], 2).reshape(h, w, 3, 3)
-        cov -= np.einsum("hwi,hwj->hwij", mean_i, mean_i)
-        inverse = np.linalg.inv(cov + REFINE_EPSILON * np.eye(3, dtype=np.float32))
-    else:
+    if not how.colour:
+        mean_i = box(guide)
         var_i = box(guide * guide) - mean_i * mean_i + REFINE_EPSILON
+        for m in maps:
+            p = m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+            mean_p = box(p)
+            a = (box(guide * p) - mean_i * mean_p) / var_i
+            b = box(mean_p - a * mean_i)
+            yield box(a) / 255, b
+        return
+    # The colour guide, one plane per channel (faster than interleaved), and per
+    # window the inverse of its 3x3 colour covariance (epsilon on the diagonal).
+    planes = [np.ascontiguousarray(guide[:, :, c]) for c in range(3)]
+    means = [box(x) for x in planes]
+    inverse = _symmetric_inverse({(i, j): box(planes[i] * planes[j]) - means[i] * means[j]
+                                  + (REFINE_EPSILON if i == j else 0.0) for i in range(3) for j in range(i, 3)})
     for m in maps:
         p = m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
         mean_p = box(p)
-        if how.colour:
-            cov_ip = box(guide * p[:, :, None]) - mean_i * mean_p[:, :, None]
-            a = np.einsum("hwij,hwj->hwi", inverse, cov_ip)
-            b = box(mean_p - (a * mean_i).sum(2))
-        else:
-            a = (box(guide * p) - mean_i * mean_p) / var_i
-            b = box(mean_p - a * mean_i)
-        yield box(a) / 255, b
+        a = [box(x * p) - mu * mean_p for x, mu in zip(planes, means, strict=True)]  # covariance with p
+        a = [inverse[i, 0] * a[0] + inverse[i, 1] * a[1] + inverse[i, 2] * a[2] for i in range(3)]
+        b = box(mean_p - a[0] * means[0] - a[1] * means[1] - a[2] * means[2])
+        coefficients = np.stack([box(x) for x in a])
+        coefficients *= 1 / 255
+        yield coefficients, b
+
+
+def _symmetric_inverse(m: dict[tuple[int, int], np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
+    """Per pixel, the inverse of the symmetric 3x3 matrix whose upper triangle
+    ``m`` holds, (i, j) -> plane, by its adjugate; every (i, j) in the result."""
+    adj = {(0, 0): m[1, 1] * m[2, 2] - m[1, 2] * m[1, 2], (0, 1): m[0, 2] * m[1, 2] - m[0, 1] * m[2, 2],
+           (0, 2): m[0, 1] * m[1, 2] - m[0, 2] * m[1, 1], (1, 1): m[0, 0] * m[2, 2] - m[0, 2] * m[0, 2],
+           (1, 2): m[0, 1] * m[0, 2] - m[0, 0] * m[1, 2], (2, 2): m[0, 0] * m[1, 1] - m[0, 1] * m[0, 1]}
+    inverse_det = 1.0 / (m[0, 0] * adj[0, 0] + m[0, 1] * adj[0, 1] + m[0, 2] * adj[0, 2])
+    out = {k: v * inverse_det for k, v in adj.items()}
+    out.update({(j, i): v for (i, j), v in list(out.items())})
+    return out
 
 
 def _guided_rows(a: np.ndarray, b: np.ndarray, guide: np.ndarray, top: int, bottom: int) -> np.ndarray:
-    """Rows top:bottom of a * guide + b at the size of ``guide`` (the photo, or
-    its luminance), a and b upsampled from the fitted size."""
+    """Rows top:bottom of a * guide + b at the size of ``guide`` (the photo's
+    luminance, or the photo with ``a`` one plane per colour channel), a and b
+    upsampled from the fitted size."""
     height, width = guide.shape[:2]
-    band = _resized_rows(a, height, width, top, bottom)
-    band *= guide[top:bottom]
-    if band.ndim == 3:
-        band = band.sum(2)
-    band += _resized_rows(b, height, width, top, bottom)
+    band = _resized_rows(b, height, width, top, bottom)
+    if guide.ndim == 2:
+        band += _resized_rows(a, height, width, top, bottom) * guide[top:bottom]
+        return band
+    for a_c, g_c in zip(a, cv2.split(guide[top:bottom]), strict=True):  # planes: faster than a channel sum
+        band += _resized_rows(a_c, height, width, top, bottom) * g_c
     return band
 
 
