@@ -57,7 +57,8 @@ def main() -> None:
         BEGIN,
         f"Validation split ({len(stems)} CCP photos never trained on), nine eval classes as issue #4 "
         "defines them (skin = our face + body; socks/stockings/tights pixels ignored; a pixel's class is "
-        "the largest sum of its fine-label probabilities, as in the API's masks), IoU per class, "
+        "the largest sum of its fine-label probabilities, snapped to the photo's edges as the API's detail-mode-1 "
+        "masks are), IoU per class, "
         f"measured {time.strftime('%Y-%m-%d')} with "
         "`clothseg eval --ccp ../shared/datasets/ccp --split val --quality N` "
         "(all of it: `python -m training.report`):",
