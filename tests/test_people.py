@@ -385,6 +385,24 @@ def test_masks_follow_the_photos_edges_not_the_working_resolution(detail_mode: i
     assert np.abs(tops.sum(1) - edge).mean() < 0.5
 
 
+def test_detail_mode_2_finds_the_edge_between_garments_of_one_lightness() -> None:
+    """A red top over a green skirt of the same luminance: only detail mode 2's
+    colour guide sees the edge between them; detail mode 1 keeps the network's
+    own boundary there."""
+    height, width = 480, 320
+    probs = np.zeros((len(FINE_LABELS), 48, 32), np.float32)
+    probs[FINE_INDEX["upper"], :, :16] = 1
+    probs[FINE_INDEX["skirt"], :, 16:] = 1
+    edge = (160 + 3 * np.sin(np.arange(height) / 25)).round().astype(int)
+    red, green = np.array([200, 60, 60], np.uint8), np.array([30, 148, 52], np.uint8)
+    rgb = np.where(np.arange(width)[None, :, None] < edge[:, None, None], red, green).astype(np.uint8)
+    assert len(np.unique(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))) == 1
+    region = Region((0, 0, width, height), probs, np.zeros((48, 32), np.float32))
+    deviation = {d: float(np.abs((Engine._region_masks(rgb, region, ["class:tops"], d)[0] >= 128).sum(1) - edge).mean())
+                 for d in (1, 2)}
+    assert deviation[2] < 0.5 < 1.5 < deviation[1]
+
+
 def test_both_detail_modes_give_full_size_masks_that_agree(engine: Engine) -> None:
     """At 4x the photo's size, both detail modes answer at that size and agree
     on the garment (detail mode 2 adds a mirrored pass and snaps to finer,
