@@ -317,7 +317,7 @@ def _guided_rows(a: np.ndarray, b: np.ndarray, guide: np.ndarray, top: int, bott
 def guided_masks(rgb: np.ndarray, maps: np.ndarray, how: Refinement) -> list[np.ndarray]:
     """One uint8 mask at the photo's size per soft map of ``maps`` (C, h, w),
     snapped to the edges of the photo ``rgb`` by ``guided_fit`` and pushed
-    towards 0/255 as ``to_uint8`` does.  Full-size work goes
+    towards 0/255 away from the 0.5 boundary (EDGE_SHARPNESS).  Full-size work goes
     REFINE_BAND_PIXELS at a time, so a 4k photo needs a few MB beside its masks."""
     H, W = rgb.shape[:2]
     guide = rgb if how.colour else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -325,8 +325,9 @@ def guided_masks(rgb: np.ndarray, maps: np.ndarray, how: Refinement) -> list[np.
     gain = EDGE_SHARPNESS * 255
     out = []
     for a, b in guided_fit(rgb, maps, how):
-        # to_uint8(a * guide + b) as one multiply-add at full size: its
-        # affine map folded into the coefficients at the fitted size.
+        # (a * guide + b - 0.5) * gain + 128, clipped to 0-255.5 and truncated
+        # (rounding), as one multiply-add at full size: the affine map is
+        # folded into the coefficients at the fitted size.
         a *= gain
         b = (b - 0.5) * gain + (0.5 * 255 + 0.5)
         mask = np.empty((H, W), np.uint8)
@@ -417,17 +418,6 @@ def sharpened(rgb: np.ndarray, sigma: float) -> np.ndarray:
     image = rgb.astype(np.float32)
     detail = image - cv2.GaussianBlur(image, (0, 0), sigma)
     return np.clip(image + SHARPEN_AMOUNT * detail, 0, 255).astype(np.uint8)
-
-
-def to_uint8(probabilities: np.ndarray, in_place: bool = False) -> np.ndarray:
-    """Probabilities -> 0-255, pushed towards 0/255 away from the 0.5 boundary
-    (``in_place``: using ``probabilities`` as the scratch buffer)."""
-    x = probabilities if in_place else probabilities.astype(np.float32)
-    x -= 0.5
-    x *= EDGE_SHARPNESS * 255
-    x += 0.5 * 255 + 0.5
-    np.clip(x, 0.0, 255.5, out=x)
-    return x.astype(np.uint8)
 
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels of the photo
