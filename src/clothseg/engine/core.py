@@ -234,17 +234,6 @@ class Refinement:
     colour: bool
 
 
-def refinement(height: int, width: int, working: tuple[int, int], detail_mode: int) -> Refinement:
-    """The refinement of a region ``height`` x ``width`` pixels parsed at the
-    ``working`` (h, w) resolution: detail mode 1 fits a luminance-guided
-    filter at the working resolution; detail mode 2 a colour-guided one (it
-    also finds the edge between two garments of one lightness) at up to
-    REFINE_SIDE px on the long side; never above the region's own size."""
-    side = max(working) if detail_mode == 1 else REFINE_SIDE
-    scale = min(1.0, side / max(height, width))
-    return Refinement((max(1, round(height * scale)), max(1, round(width * scale))), detail_mode == 2)
-
-
 def guided_fit(rgb: np.ndarray, maps: np.ndarray, how: Refinement) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Coefficients (a, b) at ``how.fit`` (h, w) of a guided filter (He & Sun
     2015) of each soft map of ``maps`` (C, any height, any width) in turn, the
@@ -432,6 +421,23 @@ class Region:
     box: Box
     probs: np.ndarray
     person_prior: np.ndarray
+
+    def refinement(self, detail_mode: int) -> Refinement:
+        """How this region's masks are brought to the photo's size: detail mode
+        1 fits a luminance-guided filter at the working resolution; detail mode
+        2 a colour-guided one (it also finds the edge between two garments of
+        one lightness) at up to REFINE_SIDE px on the long side; never above
+        the region's own size."""
+        x0, y0, x1, y1 = self.box
+        height, width = y1 - y0, x1 - x0
+        side = max(self.probs.shape[1:]) if detail_mode == 1 else REFINE_SIDE
+        scale = min(1.0, side / max(height, width))
+        return Refinement((max(1, round(height * scale)), max(1, round(width * scale))), detail_mode == 2)
+
+    def crop(self, rgb: np.ndarray) -> np.ndarray:
+        """This region's pixels of the photo ``rgb``."""
+        x0, y0, x1, y1 = self.box
+        return np.ascontiguousarray(rgb[y0:y1, x0:x1])
 
     def upsampled(self, maps: np.ndarray) -> np.ndarray:
         """(box height, box width[, C]) from (h, w[, C]) maps at the working resolution."""
@@ -748,11 +754,9 @@ class Engine:
             return probs[fine_indices(mask_members(n))].sum(0)
 
         stack = np.stack([soft(n) for n in names])
-        x0, y0, x1, y1 = region.box
-        crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
         # The photo's own edges decide the boundary; the head keeps no holes
         # (a dark edge inside it, sunglasses, can pull the filter under 0.5).
-        masks = guided_masks(crop, stack, refinement(y1 - y0, x1 - x0, stack.shape[1:], detail_mode))
+        masks = guided_masks(region.crop(rgb), stack, region.refinement(detail_mode))
         # The filter can overshoot below 0 beside an edge, so a sum of labels
         # (head, clothes) could dip under one of its parts there: each mask
         # holds the masks of the labels it sums, smallest first.

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from clothseg.engine.core import Engine, SegmentOptions, as_trained, enclosed_holes, guided_upsampled, refinement
+from clothseg.engine.core import Engine, SegmentOptions, as_trained, enclosed_holes, guided_upsampled
 from clothseg.engine.framings import framed
 from clothseg.engine.taxonomy import (
     CCP_IGNORED,
@@ -156,12 +156,8 @@ def predict_eval_classes(engine: Engine, rgb: np.ndarray, quality: int,
     photo's edges as the API's masks of ``detail_mode`` are."""
     parsing = engine.parse(rgb, quality, detail_mode)
     guide = as_trained(rgb)  # the photo whose edges the API's masks follow
-    maps = []
-    for r in parsing.regions:
-        x0, y0, x1, y1 = r.box
-        eval_maps = np.tensordot(eval_membership(), r.probs, 1)
-        maps.append(guided_upsampled(np.ascontiguousarray(guide[y0:y1, x0:x1]), eval_maps,
-                                     refinement(y1 - y0, x1 - x0, eval_maps.shape[1:], detail_mode)).transpose(1, 2, 0))
+    maps = [guided_upsampled(r.crop(guide), np.tensordot(eval_membership(), r.probs, 1),
+                             r.refinement(detail_mode)).transpose(1, 2, 0) for r in parsing.regions]
     background = np.eye(len(EVAL_CLASSES), dtype=np.float32)[EVAL_CLASSES.index("background")]
     return parsing.paste(maps, fill=background).argmax(2).astype(np.uint8), parsing.has_person
 
