@@ -503,3 +503,31 @@ def test_a_label_that_wins_only_a_speck_has_an_empty_mask() -> None:
     assert (clean_label[190:, :20] == FINE_INDEX["shoes"]).all()
     np.testing.assert_allclose(clean.sum(0), 1.0, rtol=1e-5)
     assert without_specks(clean, clean_label)[0] is clean
+
+
+def test_an_unsure_patch_of_shoes_or_hair_has_an_empty_mask() -> None:
+    """Shoes the network half-believes in on the hands of a head-to-hips photo
+    are noise, though larger than a speck; sure shoes of the same size, and a
+    large head of hair however unsure, stay."""
+    from clothseg.engine.core import without_specks
+
+    def region(shoe_probability: float, hair_probability: float) -> np.ndarray:
+        label = np.full((200, 300), FINE_INDEX["upper"])
+        label[:60] = FINE_INDEX["background"]
+        label[190:, 100:120] = FINE_INDEX["shoes"]  # 200 pixels: 0.33% of the region, six specks
+        label[60:90] = FINE_INDEX["hair"]  # 9000 pixels: 15% of the region
+        probs = np.eye(len(FINE_LABELS), dtype=np.float32)[label].transpose(2, 0, 1)
+        for part, probability in (("shoes", shoe_probability), ("hair", hair_probability)):
+            inside = label == FINE_INDEX[part]
+            probs[FINE_INDEX[part], inside] = probability
+            probs[FINE_INDEX["upper"], inside] = 0.35  # the runner-up
+            probs[FINE_INDEX["background"], inside] = 0.65 - probability
+        return probs
+
+    unsure = region(shoe_probability=0.4, hair_probability=0.4)
+    clean, clean_label = without_specks(unsure, unsure.argmax(0))
+    assert (clean[FINE_INDEX["shoes"]] == 0).all()
+    assert (clean_label[190:, 100:120] == FINE_INDEX["upper"]).all()
+    assert (clean_label[60:90] == FINE_INDEX["hair"]).all()
+    sure = region(shoe_probability=0.6, hair_probability=0.4)
+    assert without_specks(sure, sure.argmax(0))[0] is sure

@@ -139,6 +139,16 @@ FEET_LANDMARKS = [27, 28, 29, 30, 31, 32]
 FEET_OUTSIDE = 1.05
 # A label the network gives less than this share of a region's pixels is noise.
 MIN_LABEL_SHARE = 0.0005
+# Hair and shoes, when a photo shows them, are large or sure: in the labels of
+# 201 training photos, whole, head to hips and hips to feet, no head of hair or
+# pair of shoes covers less than 0.1% of the photo, while the network's
+# patches of them where there are none (shoes on the hands of a head-to-hips
+# photo, hair on a hips-to-feet one) are small and unsure.  So hair or shoes
+# under UNSURE_PART_SHARE of a region whose pixels average a probability
+# under UNSURE_PART_CONFIDENCE are noise too (training/RUNS.md).
+UNSURE_PARTS = ("hair", "shoes")
+UNSURE_PART_SHARE = 0.004
+UNSURE_PART_CONFIDENCE = 0.5
 # A top and a dress of one colour are one garment, a dress, when the dress
 # holds at least this share of the two.  Their colour distance is the Lab
 # distance of their mean colours with lightness at half weight (shading):
@@ -1011,12 +1021,16 @@ def tidy_region(box: Box, probs: np.ndarray, pose: Pose, rgb: np.ndarray) -> Reg
 
 def without_specks(probs: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A label that wins only a speck of the region (a few hair pixels on a
-    hips-to-feet photo, stray shoe pixels on a portrait) is noise: its
+    hips-to-feet photo, stray shoe pixels on a portrait), or hair or shoes
+    that win only a small patch the network is unsure of, is noise: its
     probability goes to the other labels, so its mask is empty.  ``label`` is
     the argmax of ``probs``; both are returned, updated."""
     counts = np.bincount(label.ravel(), minlength=len(FINE_LABELS))
     specks = (counts > 0) & (counts < MIN_LABEL_SHARE * label.size)
     specks[FINE_INDEX["background"]] = False
+    for part in fine_indices(UNSURE_PARTS):
+        if counts[part] and not specks[part] and counts[part] < UNSURE_PART_SHARE * label.size:
+            specks[part] = float(probs[part][label == part].mean()) < UNSURE_PART_CONFIDENCE
     if not specks.any():
         return probs, label
     probs = probs.copy()
