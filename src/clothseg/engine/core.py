@@ -591,8 +591,9 @@ class Engine:
         """``whole``: the network's pass over the whole photo, if already made."""
         H, W = rgb.shape[:2]
         target = WORKING_HEIGHT
+        base = working_copy(rgb, target)  # made once: every pass below and the focus check use it
         if whole is None:
-            whole = self._network(rgb, pose, target, tta_views(1))
+            whole = self._network(rgb, pose, target, tta_views(1), base)
         people = distinct_people(self._find_people(rgb, pose, whole))
         if not people:
             return Parsing([Region((0, 0, W, H), whole, _resized(pose.person_mask, whole.shape[1:]))], (H, W), False)
@@ -601,9 +602,9 @@ class Engine:
         else:
             # The whole-photo pass above is the first view (quality 2 mirrors every
             # photo; detail mode 2 too, for steadier edges).
-            hard = detail_mode == 2 or (quality == 1 and out_of_focus(edge_width(working_copy(rgb, target))))
+            hard = detail_mode == 2 or (quality == 1 and out_of_focus(edge_width(base)))
             views = tta_views(quality, hard)[1:]
-            probs = whole if not views else (whole + self._network(rgb, pose, target, views) * len(views)) / (
+            probs = whole if not views else (whole + self._network(rgb, pose, target, views, base) * len(views)) / (
                 1 + len(views))
             regions = [tidy_region((0, 0, W, H), probs, pose, rgb)]
         return Parsing(regions, (H, W), True)
@@ -701,10 +702,11 @@ class Engine:
                 _hide(window, (bx0, by0, bx1, by1))
         return found
 
-    def _network(self, rgb: np.ndarray, pose: Pose, target: int,
-                 views: tuple[tuple[float, bool], ...]) -> np.ndarray:
-        """Mean probabilities (K, h, w) over ``views`` (scale of the working size, mirrored)."""
-        base = working_copy(rgb, target)
+    def _network(self, rgb: np.ndarray, pose: Pose, target: int, views: tuple[tuple[float, bool], ...],
+                 base: np.ndarray | None = None) -> np.ndarray:
+        """Mean probabilities (K, h, w) over ``views`` (scale of the working size,
+        mirrored); ``base``: ``working_copy(rgb, target)``, if already made."""
+        base = working_copy(rgb, target) if base is None else base
         h, w = base.shape[:2]
         # Edges wider at the working size than a training photo's (an
         # out-of-focus photo, a small person's crop enlarged) are sharpened in every view.
