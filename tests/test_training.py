@@ -386,3 +386,20 @@ def test_framing_parts_are_chosen_one_by_one() -> None:
     y_plain = _framed_samples(frozenset())[1]
     person = (y != FINE_INDEX["background"]).flatten(1).any(1) & (y_plain != FINE_INDEX["background"]).flatten(1).any(1)
     assert int(person.sum()) > len(y) // 2 and torch.equal(y[person], y_plain[person])
+
+
+def test_the_blur_part_puts_some_samples_out_of_focus() -> None:
+    """With ``blur`` some samples (not most) are the same photo blurred: their
+    neighbouring pixels differ far less; the others are untouched."""
+    rgb, y = _framed_samples(frozenset({"blur"}))
+    rgb_plain, y_plain = _framed_samples(frozenset())
+    # Person-free samples are drawn after the blur, so they differ between the two calls.
+    kept = (y != FINE_INDEX["background"]).flatten(1).any(1) & (y_plain != FINE_INDEX["background"]).flatten(1).any(1)
+
+    def roughness(x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean((1, 2, 3))
+
+    blurred = kept & (roughness(rgb) < 0.7 * roughness(rgb_plain))
+    untouched = kept & torch.isclose(rgb, rgb_plain, atol=1e-6).flatten(1).all(1)
+    assert 0 < int(blurred.sum()) < len(y) // 2
+    assert int(blurred.sum()) + int(untouched.sum()) == int(kept.sum())
