@@ -17,6 +17,7 @@ from PIL import Image
 from clothseg.engine import Engine, SegmentOptions, load_engine
 from clothseg.engine.evaluation import EvalResult, annotated_stems, ccp_label_names, evaluate
 from clothseg.engine.onnx_backend import (
+    BLUR_MODEL,
     DEFAULT_MODEL,
     GRAY_MODEL,
     OnnxParsingBackend,
@@ -144,7 +145,7 @@ def test_every_fine_label_is_in_an_api_class_and_one_eval_class() -> None:
         API_CLASS_MEMBERS["dress"]) <= set(API_CLASS_MEMBERS["clothes"])
 
 
-@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL], ids=["colour", "gray"])
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL, BLUR_MODEL], ids=["colour", "gray", "blur"])
 def test_bundled_model_card_matches_the_taxonomy(model: Path) -> None:
     card = json.loads(model.with_suffix(".json").read_text())
     assert tuple(card["labels"]) == FINE_LABELS
@@ -157,9 +158,10 @@ def _jpeg_round_trip(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
-def test_black_and_white_photos_go_to_the_grayscale_model(rgb: np.ndarray) -> None:
-    """A black-and-white photo (even saved as a colour JPEG) is parsed by the model
-    trained for it; colour photos, faded or sepia ones included, by the colour model."""
+def test_black_and_white_and_out_of_focus_photos_go_to_the_models_trained_for_them(rgb: np.ndarray) -> None:
+    """A black-and-white photo (even saved as a colour JPEG) is parsed by the
+    model trained for it, and so is one the engine found out of focus; sharp
+    colour photos, faded or sepia ones included, by the colour model."""
     gray = _jpeg_round_trip(np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None], 3, 2))
     luminance = gray[:, :, :1].astype(np.float32) / 255
     sepia = (luminance * np.array([[[240, 200, 150]]], np.float32)).astype(np.uint8)
@@ -167,10 +169,16 @@ def test_black_and_white_photos_go_to_the_grayscale_model(rgb: np.ndarray) -> No
     assert is_grayscale(gray) and not is_grayscale(sepia) and not is_grayscale(faded) and not is_grayscale(rgb)
     small = np.ascontiguousarray(np.asarray(Image.fromarray(gray).resize((128, 192))))
     colour_small = np.ascontiguousarray(np.asarray(Image.fromarray(rgb).resize((128, 192))))
-    routed = OnnxParsingBackend(DEFAULT_MODEL, 1, gray_path=GRAY_MODEL)
+    routed = OnnxParsingBackend(DEFAULT_MODEL, 1, gray_path=GRAY_MODEL, blur_path=BLUR_MODEL)
     colour_only, gray_only = OnnxParsingBackend(DEFAULT_MODEL, 1), OnnxParsingBackend(GRAY_MODEL, 1)
+    blur_only = OnnxParsingBackend(BLUR_MODEL, 1)
     assert np.allclose(routed.probabilities(small, None), gray_only.probabilities(small, None), atol=1e-5)
     assert not np.allclose(routed.probabilities(small, None), colour_only.probabilities(small, None), atol=1e-3)
+    for image in (colour_small, small):  # out of focus, in colour or not
+        assert np.allclose(routed.probabilities(image, None, blurred=True), blur_only.probabilities(image, None),
+                           atol=1e-5)
+    assert not np.allclose(blur_only.probabilities(colour_small, None), colour_only.probabilities(colour_small, None),
+                           atol=1e-3)
     assert np.allclose(routed.probabilities(colour_small, None), colour_only.probabilities(colour_small, None),
                        atol=1e-5)
 
@@ -194,7 +202,7 @@ def test_an_underexposed_photo_is_parsed_with_its_levels_stretched(engine: Engin
 
 
 # -- export and quality ------------------------------------------------------------------
-@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL], ids=["colour", "gray"])
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL, BLUR_MODEL], ids=["colour", "gray", "blur"])
 def test_the_backend_gives_the_exported_models_probabilities(model: Path, rgb: np.ndarray,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The backend runs each model with its softmax written out (onnxruntime's

@@ -321,6 +321,19 @@ def test_a_blurred_or_warm_photo_is_parsed_as_the_photo_it_was(engine: Engine, m
     assert np.mean(restored) > np.mean(as_sent) + 0.05, (restored, as_sent)
 
 
+def test_an_out_of_focus_photo_is_parsed_by_the_network_trained_for_it(engine: Engine) -> None:
+    """Out-of-focus photos go to the network trained with blurred photos among
+    its samples (sharpened as for any network); a sharp photo never does."""
+    from clothseg.engine.onnx_backend import DEFAULT_MODEL, GRAY_MODEL, OnnxParsingBackend
+
+    without = Engine(OnnxParsingBackend(DEFAULT_MODEL, 2, gray_path=GRAY_MODEL))
+    rgb = ccp_photo(0)
+    out_of_focus = blurred_photo(rgb)
+    assert np.array_equal(engine.parse(rgb).full_probabilities(), without.parse(rgb).full_probabilities())
+    assert not np.allclose(engine.parse(out_of_focus).full_probabilities(),
+                           without.parse(out_of_focus).full_probabilities(), atol=1e-2)
+
+
 def test_a_photo_of_legs_is_not_taken_for_a_person_upside_down(engine: Engine) -> None:
     """MediaPipe reads 0748's legs (hips to feet) as a person upside down and,
     turned, as one standing; the network sees no face or hair in the turned

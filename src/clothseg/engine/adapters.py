@@ -92,7 +92,7 @@ class SegformerBackend:
         self._matrix = label_matrix(tuple(id2label[i] for i in range(len(id2label))))
         self._size = input_size
 
-    def probabilities(self, rgb: np.ndarray, pose: Pose | None) -> np.ndarray:
+    def probabilities(self, rgb: np.ndarray, pose: Pose | None, blurred: bool = False) -> np.ndarray:
         img = cv2.resize(rgb, (self._size, self._size), interpolation=cv2.INTER_AREA)
         x = (img.transpose(2, 0, 1).astype(np.float32) / 255 - self.MEAN) / self.STD
         with self._torch.inference_mode():
@@ -122,7 +122,7 @@ class SchpOnnxBackend:
         self._size = (h if isinstance(h, int) else default, w if isinstance(w, int) else default)
         self._matrix = label_matrix(SCHP_LABELS[label_set])
 
-    def probabilities(self, rgb: np.ndarray, pose: Pose | None) -> np.ndarray:
+    def probabilities(self, rgb: np.ndarray, pose: Pose | None, blurred: bool = False) -> np.ndarray:
         h, w = self._size
         img = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)[:, :, ::-1]
         x = (img.transpose(2, 0, 1).astype(np.float32) / 255 - self.MEAN) / self.STD

@@ -214,9 +214,11 @@ class Backend(Protocol):
 
     needs_pose: bool
 
-    def probabilities(self, rgb: np.ndarray, pose: Pose | None) -> np.ndarray:
+    def probabilities(self, rgb: np.ndarray, pose: Pose | None, blurred: bool = False) -> np.ndarray:
         """(len(FINE_LABELS), h, w) float32 probabilities for ``rgb`` (h, w, 3),
-        already resized to the working size; ``pose`` is for the full image."""
+        already resized to the working size; ``pose`` is for the full image.
+        ``blurred``: the image was out of focus (and ``rgb`` is sharpened), for
+        a backend with a network trained on such photos."""
         ...
 
 
@@ -711,14 +713,15 @@ class Engine:
         # Edges wider at the working size than a training photo's (an
         # out-of-focus photo, a small person's crop enlarged) are sharpened in every view.
         blur = edge_width(base)
+        blurred = out_of_focus(blur)
         total = np.zeros((len(FINE_LABELS), h, w), np.float32)
         for scale, flip in views:
             sh, sw = working_size(rgb.shape[0], rgb.shape[1], round(target * scale))
             img = base if (sh, sw) == (h, w) else cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
-            if out_of_focus(blur):
+            if blurred:
                 img = sharpened(img, SHARPEN_RADIUS * blur * scale)
             view = np.ascontiguousarray(img[:, ::-1]) if flip else img
-            probs = self.backend.probabilities(view, _flip_pose(pose) if flip else pose)
+            probs = self.backend.probabilities(view, _flip_pose(pose) if flip else pose, blurred)
             if flip:
                 probs = probs[:, :, ::-1]
             if (sh, sw) != (h, w):

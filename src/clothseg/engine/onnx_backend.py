@@ -20,6 +20,9 @@ DEFAULT_MODEL = MODELS_DIR / "clothseg-parsing.onnx"
 # The same network trained with grayscale photos and darker skin among its
 # samples: better on black-and-white photos, worse on colour ones.
 GRAY_MODEL = MODELS_DIR / "clothseg-parsing-gray.onnx"
+# The same again with out-of-focus photos among its samples too: better on
+# out-of-focus photos, which the engine sharpens and flags (``blurred``).
+BLUR_MODEL = MODELS_DIR / "clothseg-parsing-blur.onnx"
 # A photo is black-and-white when its pixels' channel spread (max - min, of 255)
 # averages below this: JPEG's chroma noise on a gray photo stays under 1, a
 # sepia or faded colour photo is well above.
@@ -67,19 +70,23 @@ def is_grayscale(rgb: np.ndarray) -> bool:
 
 class OnnxParsingBackend:
     """Input: normalised RGB + pose prior channels; output: softmax over FINE_LABELS.
-    With ``gray_path``, black-and-white images go to that model (loaded on the
-    first one, so a service that never sees one never holds it)."""
+    With ``blur_path``, images the engine found out of focus go to that model,
+    and with ``gray_path`` other black-and-white images to that one.  Each is
+    loaded on its first image, so a service that never sees one never holds
+    it, and only one of the two is held at a time: a session costs ~50-100 MB
+    and loads in ~80 ms, and such photos are few."""
 
     needs_pose = True
 
-    def __init__(self, path: Path = DEFAULT_MODEL, threads: int = 0, gray_path: Path | None = None) -> None:
+    def __init__(self, path: Path = DEFAULT_MODEL, threads: int = 0, gray_path: Path | None = None,
+                 blur_path: Path | None = None) -> None:
         self._threads = threads
         self._session, self.card = self._load(path)
         self._mean = np.array(self.card["mean"], np.float32).reshape(3, 1, 1)
         self._std = np.array(self.card["std"], np.float32).reshape(3, 1, 1)
-        self._gray_path = gray_path
-        self._gray_session: ort.InferenceSession | None = None
-        self._gray_lock = threading.Lock()
+        self._gray_path, self._blur_path = gray_path, blur_path
+        self._specialist: tuple[Path, ort.InferenceSession] | None = None
+        self._specialist_lock = threading.Lock()
 
     def _load(self, path: Path) -> tuple[ort.InferenceSession, dict[str, Any]]:
         opts = ort.SessionOptions()
@@ -97,22 +104,26 @@ class OnnxParsingBackend:
             raise ValueError(f"{path} predicts {card['labels']}, not the current taxonomy")
         return session, card
 
-    def _session_for(self, rgb: np.ndarray) -> ort.InferenceSession:
-        if self._gray_path is None or not is_grayscale(rgb):
+    def _session_for(self, rgb: np.ndarray, blurred: bool) -> ort.InferenceSession:
+        path = self._blur_path if blurred else None
+        if path is None and self._gray_path is not None and is_grayscale(rgb):
+            path = self._gray_path
+        if path is None:
             return self._session
-        with self._gray_lock:
-            if self._gray_session is None:
-                session, card = self._load(self._gray_path)
+        with self._specialist_lock:
+            if self._specialist is None or self._specialist[0] != path:
+                self._specialist = None  # the other one's memory is freed before this one is loaded
+                session, card = self._load(path)
                 if (card["mean"], card["std"], card["prior_channels"]) != (
                         self.card["mean"], self.card["std"], self.card["prior_channels"]):
-                    raise ValueError(f"{self._gray_path} takes other inputs than {self.card['name']}")
-                self._gray_session = session
-            return self._gray_session
+                    raise ValueError(f"{path} takes other inputs than {self.card['name']}")
+                self._specialist = (path, session)
+            return self._specialist[1]
 
-    def probabilities(self, rgb: np.ndarray, pose: Pose | None) -> np.ndarray:
+    def probabilities(self, rgb: np.ndarray, pose: Pose | None, blurred: bool = False) -> np.ndarray:
         h, w = rgb.shape[:2]
         x = (rgb.transpose(2, 0, 1).astype(np.float32) / 255 - self._mean) / self._std
         priors = render_priors(pose, h, w) if pose is not None else np.zeros(
             (self.card["prior_channels"], h, w), np.float32)
         inp = np.concatenate([x, priors], 0)[None]
-        return self._session_for(rgb).run(None, {"input": inp})[0][0]
+        return self._session_for(rgb, blurred).run(None, {"input": inp})[0][0]
