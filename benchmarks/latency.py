@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from clothseg.cli import return_freed_memory
 from clothseg.engine import SegmentOptions, load_engine
@@ -72,19 +72,23 @@ def main() -> None:
         print(f"clothseg {label:9s}: p50 {p50 * 1000:6.0f} ms   p95 {p95 * 1000:6.0f} ms")
     # Other framings of the same photo, quality 1: small in a 1920x1080 frame (a
     # crop pass after the whole-photo pass), two side by side (a pass for each),
-    # black and white (the grayscale model, loaded on the first one) and a 4000 px
-    # photo in colour and in black and white (both models held: the peak RSS).
+    # black and white (the grayscale model, loaded on the first one), out of focus
+    # (the blur model, likewise; a Gaussian of 1/280 of the height, as the blurred
+    # framing) and a 4000 px photo in colour and in black and white (all three
+    # models held: the peak RSS).
     wide = np.array(Image.fromarray(rgb).resize((96, 54)).resize((1920, 1080), Image.Resampling.BICUBIC))
     person = img.resize((round(img.width * 500 / img.height), 500), Image.Resampling.LANCZOS)
     wide[420:920, 1200:1200 + person.width] = np.asarray(person)
     two = np.ascontiguousarray(np.concatenate([rgb, rgb[:, ::-1]], 1))
     gray = np.ascontiguousarray(np.repeat(np.asarray(img.convert("L"))[:, :, None], 3, 2))
+    blurred = np.asarray(img.filter(ImageFilter.GaussianBlur(img.height / 280)))
     scale = 4000 / max(img.size)
     large = np.asarray(img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS))
     large_gray = np.ascontiguousarray(np.repeat(large.mean(2, dtype=np.float32).astype(np.uint8)[:, :, None], 3, 2))
     size = f"{large.shape[1]}x{large.shape[0]}"
     for label, photo in (("wide 1920x1080, person 500 px", wide), ("two side by side", two),
-                         ("black and white", gray), (size, large), (f"{size} black and white", large_gray)):
+                         ("black and white", gray), ("out of focus", blurred), (size, large),
+                         (f"{size} black and white", large_gray)):
         for opts in (SegmentOptions(4, 1, 1, 1), SegmentOptions(4, 1, 2, 1)):
             p50, p95 = percentiles(time_engine(engine, photo, opts, max(5, args.runs // 3)))
             print(f"clothseg quality 1 detail {opts.detail_mode} {label}: p50 {p50 * 1000:6.0f} ms   "
