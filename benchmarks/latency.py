@@ -74,8 +74,8 @@ def main() -> None:
     # crop pass after the whole-photo pass), two side by side (a pass for each),
     # black and white (the grayscale model, loaded on the first one), out of focus
     # (the blur model, likewise; a Gaussian of 1/280 of the height, as the blurred
-    # framing) and a 4000 px photo in colour and in black and white (all three
-    # models held: the peak RSS).
+    # framing) and a 4000 px photo in colour and in black and white (the main
+    # model and one of the other two held: the peak RSS).
     wide = np.array(Image.fromarray(rgb).resize((96, 54)).resize((1920, 1080), Image.Resampling.BICUBIC))
     person = img.resize((round(img.width * 500 / img.height), 500), Image.Resampling.LANCZOS)
     wide[420:920, 1200:1200 + person.width] = np.asarray(person)
