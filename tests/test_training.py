@@ -357,6 +357,11 @@ def _gray_count(rgb: torch.Tensor) -> int:
     return int(((rgb[:, 0] - rgb[:, 1]).abs().amax((1, 2)) < 1e-4).sum())
 
 
+def _shows_a_person(y: torch.Tensor) -> torch.Tensor:
+    """Per sample: whether any pixel is labelled other than background (not a person-free sample)."""
+    return (y != FINE_INDEX["background"]).flatten(1).any(1)
+
+
 def _face_rows(y: torch.Tensor) -> list[float]:
     """Mean row of the face in each sample that shows one: head-to-hips crops put it high."""
     face = FINE_INDEX["face"]
@@ -384,7 +389,7 @@ def test_framing_parts_are_chosen_one_by_one() -> None:
     assert min(_backdrop_spread(rgb, y)) > 0.05  # no studio backdrop
     # No half-body crop: the same windows as no framing at all (person-free samples aside).
     y_plain = _framed_samples(frozenset())[1]
-    person = (y != FINE_INDEX["background"]).flatten(1).any(1) & (y_plain != FINE_INDEX["background"]).flatten(1).any(1)
+    person = _shows_a_person(y) & _shows_a_person(y_plain)
     assert int(person.sum()) > len(y) // 2 and torch.equal(y[person], y_plain[person])
 
 
@@ -394,7 +399,7 @@ def test_the_blur_part_puts_some_samples_out_of_focus() -> None:
     rgb, y = _framed_samples(frozenset({"blur"}))
     rgb_plain, y_plain = _framed_samples(frozenset())
     # Person-free samples are drawn after the blur, so they differ between the two calls.
-    kept = (y != FINE_INDEX["background"]).flatten(1).any(1) & (y_plain != FINE_INDEX["background"]).flatten(1).any(1)
+    kept = _shows_a_person(y) & _shows_a_person(y_plain)
 
     def roughness(x: torch.Tensor) -> torch.Tensor:
         return (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean((1, 2, 3))
