@@ -331,20 +331,23 @@ def test_face_labels_reach_the_hairline_and_stop_at_the_neck() -> None:
     assert (out[10:30, 20:60] == hair).all()
 
 
-def _framed_samples(framings: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """64 noisy photos of one labelled person augmented with ``framings``: RGB in [0, 1] and labels."""
+def _framed_samples(framings: frozenset[str], with_priors: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """64 noisy photos of one labelled person augmented with ``framings``: RGB
+    in [0, 1] and labels; ``with_priors``: the pose priors too (all 1 on the
+    photo before augmentation), as a third tensor."""
     from training.train import MEAN, PAD_H, PAD_W, STD, augment
 
     torch.manual_seed(0)
     n = 64
     images = torch.randint(0, 256, (n, PAD_H, PAD_W, 3), dtype=torch.uint8).permute(0, 3, 1, 2).contiguous()
-    priors = torch.zeros(n, 9, PAD_H, PAD_W, dtype=torch.uint8)
+    priors = torch.full((n, 9, PAD_H, PAD_W), 255 if with_priors else 0, dtype=torch.uint8)
     labels = torch.zeros(n, PAD_H, PAD_W, dtype=torch.uint8)
     labels[:, 40:470, 110:240] = FINE_INDEX["upper"]
     labels[:, 40:110, 140:210] = FINE_INDEX["face"]
+    labels[:, 255:470, 110:240] = FINE_INDEX["pants"]  # hips down
     x, y = augment(images, priors, labels, 320, 224, framings=framings)[:2]
     assert x.shape == (n, 12, 320, 224) and y.shape == (n, 320, 224)
-    return x[:, :3] * STD + MEAN, y
+    return (x[:, :3] * STD + MEAN, y, x[:, 3:]) if with_priors else (x[:, :3] * STD + MEAN, y)
 
 
 def _backdrop_spread(rgb: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -391,6 +394,30 @@ def test_framing_parts_are_chosen_one_by_one() -> None:
     y_plain = _framed_samples(frozenset())[1]
     person = _shows_a_person(y) & _shows_a_person(y_plain)
     assert int(person.sum()) > len(y) // 2 and torch.equal(y[person], y_plain[person])
+
+
+def test_the_cut_part_frames_most_people_without_head_or_feet() -> None:
+    """With ``cut`` many samples show a person cut at the hips: head to hips
+    (the face, little below the hips) or hips to feet (no face, mostly below
+    the hips), which the plain windows hardly ever do; a person without a head
+    mostly comes without pose priors, as MediaPipe finds no pose in most such
+    photos, and one with a head mostly with them."""
+    from training.train import IGNORE
+
+    def kinds(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        person = ((y != FINE_INDEX["background"]) & (y != IGNORE)).flatten(1).sum(1).clamp(min=1)
+        face = (y == FINE_INDEX["face"]).flatten(1).any(1)
+        below_hips = (y == FINE_INDEX["pants"]).flatten(1).sum(1) / person
+        return face & (below_hips < 0.3), ~face & (below_hips > 0.8)
+
+    _, y, priors = _framed_samples(frozenset({"cut"}), with_priors=True)
+    head_to_hips, hips_to_feet = kinds(y)
+    plain_head_to_hips, plain_hips_to_feet = kinds(_framed_samples(frozenset())[1])
+    assert int(head_to_hips.sum()) >= 8 and int(plain_head_to_hips.sum()) <= 1
+    assert int(hips_to_feet.sum()) >= int(plain_hips_to_feet.sum()) + 5
+    without_priors = priors.flatten(1).amax(1) == 0
+    assert int((hips_to_feet & without_priors).sum()) > int(hips_to_feet.sum()) // 2
+    assert int((head_to_hips & without_priors).sum()) <= int(head_to_hips.sum()) // 3
 
 
 def test_the_blur_part_puts_some_samples_out_of_focus() -> None:
