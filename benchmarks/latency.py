@@ -74,7 +74,8 @@ def main() -> None:
     # crop pass after the whole-photo pass), two side by side (a pass for each),
     # black and white (the grayscale model, loaded on the first one), out of focus
     # (the blur model, likewise; a Gaussian of 1/280 of the height, as the blurred
-    # framing) and a 4000 px photo in colour and in black and white (the main
+    # framing), its lower half (no head: the cut model and the main one, blended)
+    # and a 4000 px photo in colour and in black and white (the main
     # model and one of the other two held: the peak RSS).
     wide = np.array(Image.fromarray(rgb).resize((96, 54)).resize((1920, 1080), Image.Resampling.BICUBIC))
     person = img.resize((round(img.width * 500 / img.height), 500), Image.Resampling.LANCZOS)
@@ -82,12 +83,13 @@ def main() -> None:
     two = np.ascontiguousarray(np.concatenate([rgb, rgb[:, ::-1]], 1))
     gray = np.ascontiguousarray(np.repeat(np.asarray(img.convert("L"))[:, :, None], 3, 2))
     blurred = np.asarray(img.filter(ImageFilter.GaussianBlur(img.height / 280)))
+    lower = np.ascontiguousarray(rgb[rgb.shape[0] // 2:])
     scale = 4000 / max(img.size)
     large = np.asarray(img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS))
     large_gray = np.ascontiguousarray(np.repeat(large.mean(2, dtype=np.float32).astype(np.uint8)[:, :, None], 3, 2))
     size = f"{large.shape[1]}x{large.shape[0]}"
     for label, photo in (("wide 1920x1080, person 500 px", wide), ("two side by side", two),
-                         ("black and white", gray), ("out of focus", blurred), (size, large),
+                         ("black and white", gray), ("out of focus", blurred), ("lower half", lower), (size, large),
                          (f"{size} black and white", large_gray)):
         for opts in (SegmentOptions(4, 1, 1, 1), SegmentOptions(4, 1, 2, 1)):
             p50, p95 = percentiles(time_engine(engine, photo, opts, max(5, args.runs // 3)))

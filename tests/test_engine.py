@@ -18,9 +18,11 @@ from clothseg.engine import Engine, SegmentOptions, load_engine
 from clothseg.engine.evaluation import EvalResult, annotated_stems, ccp_label_names, evaluate
 from clothseg.engine.onnx_backend import (
     BLUR_MODEL,
+    CUT_MODEL,
     DEFAULT_MODEL,
     GRAY_MODEL,
     OnnxParsingBackend,
+    Specialist,
     is_grayscale,
     unrolled_softmax,
 )
@@ -145,7 +147,8 @@ def test_every_fine_label_is_in_an_api_class_and_one_eval_class() -> None:
         API_CLASS_MEMBERS["dress"]) <= set(API_CLASS_MEMBERS["clothes"])
 
 
-@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL, BLUR_MODEL], ids=["colour", "gray", "blur"])
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL, BLUR_MODEL, CUT_MODEL],
+                         ids=["colour", "gray", "blur", "cut"])
 def test_bundled_model_card_matches_the_taxonomy(model: Path) -> None:
     card = json.loads(model.with_suffix(".json").read_text())
     assert tuple(card["labels"]) == FINE_LABELS
@@ -160,8 +163,10 @@ def _jpeg_round_trip(rgb: np.ndarray) -> np.ndarray:
 
 def test_black_and_white_and_out_of_focus_photos_go_to_the_models_trained_for_them(rgb: np.ndarray) -> None:
     """A black-and-white photo (even saved as a colour JPEG) is parsed by the
-    model trained for it, and so is one the engine found out of focus; sharp
-    colour photos, faded or sepia ones included, by the colour model."""
+    model trained for it, and so is one the engine found out of focus; one
+    the engine found without a head by the colour model and the cut model
+    together (their mean); sharp colour photos, faded or sepia ones
+    included, by the colour model."""
     gray = _jpeg_round_trip(np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None], 3, 2))
     luminance = gray[:, :, :1].astype(np.float32) / 255
     sepia = (luminance * np.array([[[240, 200, 150]]], np.float32)).astype(np.uint8)
@@ -169,18 +174,22 @@ def test_black_and_white_and_out_of_focus_photos_go_to_the_models_trained_for_th
     assert is_grayscale(gray) and not is_grayscale(sepia) and not is_grayscale(faded) and not is_grayscale(rgb)
     small = np.ascontiguousarray(np.asarray(Image.fromarray(gray).resize((128, 192))))
     colour_small = np.ascontiguousarray(np.asarray(Image.fromarray(rgb).resize((128, 192))))
-    routed = OnnxParsingBackend(DEFAULT_MODEL, 1, gray_path=GRAY_MODEL, blur_path=BLUR_MODEL)
+    routed = OnnxParsingBackend(DEFAULT_MODEL, 1, gray_path=GRAY_MODEL, specialists={
+        "blurred": Specialist(BLUR_MODEL), "headless": Specialist(CUT_MODEL, blended=True)})
     colour_only, gray_only = OnnxParsingBackend(DEFAULT_MODEL, 1), OnnxParsingBackend(GRAY_MODEL, 1)
-    blur_only = OnnxParsingBackend(BLUR_MODEL, 1)
+    blur_only, cut_only = OnnxParsingBackend(BLUR_MODEL, 1), OnnxParsingBackend(CUT_MODEL, 1)
     assert np.allclose(routed.probabilities(small, None), gray_only.probabilities(small, None), atol=1e-5)
     assert not np.allclose(routed.probabilities(small, None), colour_only.probabilities(small, None), atol=1e-3)
     for image in (colour_small, small):  # out of focus, in colour or not
-        assert np.allclose(routed.probabilities(image, None, blurred=True), blur_only.probabilities(image, None),
+        assert np.allclose(routed.probabilities(image, None, "blurred"), blur_only.probabilities(image, None),
                            atol=1e-5)
     assert not np.allclose(blur_only.probabilities(colour_small, None), colour_only.probabilities(colour_small, None),
                            atol=1e-3)
     assert np.allclose(routed.probabilities(colour_small, None), colour_only.probabilities(colour_small, None),
                        atol=1e-5)
+    blend = (colour_only.probabilities(colour_small, None) + cut_only.probabilities(colour_small, None)) / 2
+    assert np.allclose(routed.probabilities(colour_small, None, "headless"), blend, atol=1e-5)
+    assert not np.allclose(blend, colour_only.probabilities(colour_small, None), atol=1e-3)
 
 
 def test_an_underexposed_photo_is_parsed_with_its_levels_stretched(engine: Engine, rgb: np.ndarray) -> None:
@@ -202,7 +211,8 @@ def test_an_underexposed_photo_is_parsed_with_its_levels_stretched(engine: Engin
 
 
 # -- export and quality ------------------------------------------------------------------
-@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL, BLUR_MODEL], ids=["colour", "gray", "blur"])
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, GRAY_MODEL, BLUR_MODEL, CUT_MODEL],
+                         ids=["colour", "gray", "blur", "cut"])
 def test_the_backend_gives_the_exported_models_probabilities(model: Path, rgb: np.ndarray,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The backend runs each model with its softmax written out (onnxruntime's

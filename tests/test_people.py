@@ -334,6 +334,21 @@ def test_an_out_of_focus_photo_is_parsed_by_the_network_trained_for_it(engine: E
                            without.parse(out_of_focus).full_probabilities(), atol=1e-2)
 
 
+def test_a_photo_cut_below_the_head_is_parsed_with_the_network_trained_for_it(engine: Engine) -> None:
+    """A photo of a person from the hips down (a product shot of trousers or
+    shoes) shows MediaPipe no head, and the network trained with people the
+    frame cuts joins the main one; a photo with a head never brings it in."""
+    from clothseg.engine.onnx_backend import BLUR_MODEL, DEFAULT_MODEL, GRAY_MODEL, OnnxParsingBackend, Specialist
+
+    without = Engine(OnnxParsingBackend(DEFAULT_MODEL, 2, gray_path=GRAY_MODEL,
+                                        specialists={"blurred": Specialist(BLUR_MODEL)}))
+    (photo,) = iter_ccp(CCP, ["0748"])
+    legs = np.ascontiguousarray(half(photo, upper=False)[0])
+    assert np.array_equal(engine.parse(photo[1]).full_probabilities(), without.parse(photo[1]).full_probabilities())
+    assert not np.allclose(engine.parse(legs).full_probabilities(), without.parse(legs).full_probabilities(),
+                           atol=1e-2)
+
+
 def test_a_photo_of_legs_is_not_taken_for_a_person_upside_down(engine: Engine) -> None:
     """MediaPipe reads 0748's legs (hips to feet) as a person upside down and,
     turned, as one standing; the network sees no face or hair in the turned

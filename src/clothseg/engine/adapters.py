@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from clothseg.engine.core import Condition
 from clothseg.engine.priors import Pose
 from clothseg.engine.taxonomy import FINE_INDEX, FINE_LABELS
 
@@ -92,7 +93,7 @@ class SegformerBackend:
         self._matrix = label_matrix(tuple(id2label[i] for i in range(len(id2label))))
         self._size = input_size
 
-    def probabilities(self, rgb: np.ndarray, pose: Pose | None, blurred: bool = False) -> np.ndarray:
+    def probabilities(self, rgb: np.ndarray, pose: Pose | None, condition: Condition = None) -> np.ndarray:
         img = cv2.resize(rgb, (self._size, self._size), interpolation=cv2.INTER_AREA)
         x = (img.transpose(2, 0, 1).astype(np.float32) / 255 - self.MEAN) / self.STD
         with self._torch.inference_mode():
@@ -122,7 +123,7 @@ class SchpOnnxBackend:
         self._size = (h if isinstance(h, int) else default, w if isinstance(w, int) else default)
         self._matrix = label_matrix(SCHP_LABELS[label_set])
 
-    def probabilities(self, rgb: np.ndarray, pose: Pose | None, blurred: bool = False) -> np.ndarray:
+    def probabilities(self, rgb: np.ndarray, pose: Pose | None, condition: Condition = None) -> np.ndarray:
         h, w = self._size
         img = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)[:, :, ::-1]
         x = (img.transpose(2, 0, 1).astype(np.float32) / 255 - self.MEAN) / self.STD

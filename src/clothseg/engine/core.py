@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -137,6 +137,10 @@ TILTED_MIN_HEIGHT = 0.6
 # when all of them lie this far down (1.0 = the bottom edge).
 FEET_LANDMARKS = [27, 28, 29, 30, 31, 32]
 FEET_OUTSIDE = 1.05
+# MediaPipe Pose's face landmarks (nose, eyes, ears, mouth); the head is out of
+# the photo when all of them lie above this (0.0 = the top edge).
+HEAD_LANDMARKS = list(range(11))
+HEAD_OUTSIDE = -0.05
 # A label the network gives less than this share of a region's pixels is noise.
 MIN_LABEL_SHARE = 0.0005
 # Hair and shoes, when a photo shows them, are large or sure: in the labels of
@@ -209,16 +213,20 @@ class Segmentation:
         return not self.class_masks and not self.clothing_masks
 
 
+# What the engine found about an image, for a backend with a network trained
+# for such images: "blurred", out of focus (and sharpened); "headless", a person
+# the frame cuts below the head (hips to feet, a product shot of trousers).
+Condition = Literal["blurred", "headless"] | None
+
+
 class Backend(Protocol):
     """A network that predicts the fine taxonomy."""
 
     needs_pose: bool
 
-    def probabilities(self, rgb: np.ndarray, pose: Pose | None, blurred: bool = False) -> np.ndarray:
+    def probabilities(self, rgb: np.ndarray, pose: Pose | None, condition: Condition = None) -> np.ndarray:
         """(len(FINE_LABELS), h, w) float32 probabilities for ``rgb`` (h, w, 3),
-        already resized to the working size; ``pose`` is for the full image.
-        ``blurred``: the image was out of focus (and ``rgb`` is sharpened), for
-        a backend with a network trained on such photos."""
+        already resized to the working size; ``pose`` is for the full image."""
         ...
 
 
@@ -714,6 +722,7 @@ class Engine:
         # out-of-focus photo, a small person's crop enlarged) are sharpened in every view.
         blur = edge_width(base)
         blurred = out_of_focus(blur)
+        condition: Condition = "blurred" if blurred else "headless" if shows_no_head(pose) else None
         total = np.zeros((len(FINE_LABELS), h, w), np.float32)
         for scale, flip in views:
             sh, sw = working_size(rgb.shape[0], rgb.shape[1], round(target * scale))
@@ -721,7 +730,7 @@ class Engine:
             if blurred:
                 img = sharpened(img, SHARPEN_RADIUS * blur * scale)
             view = np.ascontiguousarray(img[:, ::-1]) if flip else img
-            probs = self.backend.probabilities(view, _flip_pose(pose) if flip else pose, blurred)
+            probs = self.backend.probabilities(view, _flip_pose(pose) if flip else pose, condition)
             if flip:
                 probs = probs[:, :, ::-1]
             if (sh, sw) != (h, w):
@@ -1078,6 +1087,14 @@ def without_unseen_feet(probs: np.ndarray, pose: Pose) -> np.ndarray:
     probs[FINE_INDEX["background"]] += probs[FINE_INDEX["shoes"]]
     probs[FINE_INDEX["shoes"]] = 0
     return probs
+
+
+def shows_no_head(pose: Pose) -> bool:
+    """Whether the image shows no head: MediaPipe places every head landmark
+    above its top edge, or finds no pose at all (as in 90 of the 101
+    validation photos cut hips to feet; a photo without a person also finds
+    none)."""
+    return pose.landmarks is None or bool((pose.landmarks[HEAD_LANDMARKS, 1] < HEAD_OUTSIDE).all())
 
 
 def enclosed_holes(mask: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from clothseg.engine.core import Condition
 from clothseg.engine.priors import Pose, render_priors
 from clothseg.engine.taxonomy import FINE_LABELS
 
@@ -21,8 +24,11 @@ DEFAULT_MODEL = MODELS_DIR / "clothseg-parsing.onnx"
 # samples: better on black-and-white photos, worse on colour ones.
 GRAY_MODEL = MODELS_DIR / "clothseg-parsing-gray.onnx"
 # The same again with out-of-focus photos among its samples too: better on
-# out-of-focus photos, which the engine sharpens and flags (``blurred``).
+# out-of-focus photos, which the engine sharpens and flags ("blurred").
 BLUR_MODEL = MODELS_DIR / "clothseg-parsing-blur.onnx"
+# The same network trained with most samples cut by the frame: blended with
+# the main model on the images the engine flags "headless".
+CUT_MODEL = MODELS_DIR / "clothseg-parsing-cut.onnx"
 # A photo is black-and-white when its pixels' channel spread (max - min, of 255)
 # averages below this: JPEG's chroma noise on a gray photo stays under 1, a
 # sepia or faded colour photo is well above.
@@ -68,23 +74,33 @@ def is_grayscale(rgb: np.ndarray) -> bool:
     return float((sample.max(2) - sample.min(2)).mean()) < GRAY_SPREAD
 
 
+@dataclass(frozen=True)
+class Specialist:
+    """The network for the images the engine flags with one condition;
+    ``blended``: its probabilities are averaged with the main network's
+    rather than used alone."""
+
+    path: Path
+    blended: bool = False
+
+
 class OnnxParsingBackend:
     """Input: normalised RGB + pose prior channels; output: softmax over FINE_LABELS.
-    With ``blur_path``, images the engine found out of focus go to that model,
-    and with ``gray_path`` other black-and-white images to that one.  Each is
-    loaded on its first image, so a service that never sees one never holds
-    it, and only one of the two is held at a time: a session costs ~50-100 MB
-    and loads in ~80 ms, and such photos are few."""
+    Images the engine flags with a condition in ``specialists`` go to that
+    condition's network, and with ``gray_path`` other black-and-white images to
+    that one.  Each is loaded on its first image, so a service that never sees
+    one never holds it, and only one of them is held at a time: a session costs
+    ~50-100 MB and loads in ~80 ms, and such photos are few."""
 
     needs_pose = True
 
     def __init__(self, path: Path = DEFAULT_MODEL, threads: int = 0, gray_path: Path | None = None,
-                 blur_path: Path | None = None) -> None:
+                 specialists: Mapping[str, Specialist] | None = None) -> None:
         self._threads = threads
         self._session, self.card = self._load(path)
         self._mean = np.array(self.card["mean"], np.float32).reshape(3, 1, 1)
         self._std = np.array(self.card["std"], np.float32).reshape(3, 1, 1)
-        self._gray_path, self._blur_path = gray_path, blur_path
+        self._gray_path, self._specialists = gray_path, dict(specialists or {})
         self._specialist: tuple[Path, ort.InferenceSession] | None = None
         self._specialist_lock = threading.Lock()
 
@@ -104,12 +120,14 @@ class OnnxParsingBackend:
             raise ValueError(f"{path} predicts {card['labels']}, not the current taxonomy")
         return session, card
 
-    def _session_for(self, rgb: np.ndarray, blurred: bool) -> ort.InferenceSession:
-        path = self._blur_path if blurred else None
-        if path is None and self._gray_path is not None and is_grayscale(rgb):
-            path = self._gray_path
-        if path is None:
-            return self._session
+    def _session_for(self, rgb: np.ndarray, condition: Condition) -> tuple[ort.InferenceSession, bool]:
+        """The session for ``rgb`` and whether to blend it with the main one."""
+        specialist = self._specialists.get(condition) if condition else None
+        if specialist is None and self._gray_path is not None and is_grayscale(rgb):
+            specialist = Specialist(self._gray_path)
+        if specialist is None:
+            return self._session, False
+        path = specialist.path
         with self._specialist_lock:
             if self._specialist is None or self._specialist[0] != path:
                 self._specialist = None  # the other one's memory is freed before this one is loaded
@@ -118,12 +136,16 @@ class OnnxParsingBackend:
                         self.card["mean"], self.card["std"], self.card["prior_channels"]):
                     raise ValueError(f"{path} takes other inputs than {self.card['name']}")
                 self._specialist = (path, session)
-            return self._specialist[1]
+            return self._specialist[1], specialist.blended
 
-    def probabilities(self, rgb: np.ndarray, pose: Pose | None, blurred: bool = False) -> np.ndarray:
+    def probabilities(self, rgb: np.ndarray, pose: Pose | None, condition: Condition = None) -> np.ndarray:
         h, w = rgb.shape[:2]
         x = (rgb.transpose(2, 0, 1).astype(np.float32) / 255 - self._mean) / self._std
         priors = render_priors(pose, h, w) if pose is not None else np.zeros(
             (self.card["prior_channels"], h, w), np.float32)
         inp = np.concatenate([x, priors], 0)[None]
-        return self._session_for(rgb, blurred).run(None, {"input": inp})[0][0]
+        session, blended = self._session_for(rgb, condition)
+        probs = session.run(None, {"input": inp})[0][0]
+        if blended:
+            probs = (probs + self._session.run(None, {"input": inp})[0][0]) / 2
+        return probs
