@@ -76,7 +76,7 @@ def main() -> None:
     # (the blur model, likewise; a Gaussian of 1/280 of the height, as the blurred
     # framing), its lower half (no head: the cut model and the main one, blended)
     # and a 4000 px photo in colour and in black and white (the main
-    # model and one of the other two held: the peak RSS).
+    # model and one of the other three held: the peak RSS).
     wide = np.array(Image.fromarray(rgb).resize((96, 54)).resize((1920, 1080), Image.Resampling.BICUBIC))
     person = img.resize((round(img.width * 500 / img.height), 500), Image.Resampling.LANCZOS)
     wide[420:920, 1200:1200 + person.width] = np.asarray(person)

@@ -213,7 +213,7 @@ HALF_WINDOWS = (0.7, 0.3, 0.0)
 CUT_WINDOWS = (0.4, 0.3, 0.3)
 CUT_RATE = 0.6
 # Share of samples whose pose priors are dropped: MediaPipe misses some people,
-# and finds no pose in most photos without a head (89 of 101 hips-to-feet
+# and finds no pose in most photos without a head (90 of 101 hips-to-feet
 # validation crops, 25 of 101 without head and feet, 2 of 101 head to hips).
 PRIOR_DROP = 0.1
 CUT_PRIOR_DROP = (0.1, 0.9, 0.3)
