@@ -603,7 +603,7 @@ class Engine:
         target = WORKING_HEIGHT
         base = working_copy(rgb, target)  # made once: every pass below and the focus check use it
         if whole is None:
-            whole = self._network(rgb, pose, target, tta_views(1), base)
+            whole = self._network(rgb, pose, target, tta_views(1), base, finding=True)
         people = distinct_people(self._find_people(rgb, pose, whole))
         if not people:
             return Parsing([Region((0, 0, W, H), whole, _resized(pose.person_mask, whole.shape[1:]))], (H, W), False)
@@ -613,6 +613,8 @@ class Engine:
             # The whole-photo pass above is the first view (quality 2 mirrors every
             # photo; detail mode 2 too, for steadier edges).
             hard = detail_mode == 2 or (quality == 1 and out_of_focus(edge_width(base)))
+            if shows_no_head(pose):  # the pass above found the people; this one parses them
+                whole = self._network(rgb, pose, target, tta_views(1), base)
             views = tta_views(quality, hard)[1:]
             probs = whole if not views else (whole + self._network(rgb, pose, target, views, base) * len(views)) / (
                 1 + len(views))
@@ -713,16 +715,19 @@ class Engine:
         return found
 
     def _network(self, rgb: np.ndarray, pose: Pose, target: int, views: tuple[tuple[float, bool], ...],
-                 base: np.ndarray | None = None) -> np.ndarray:
+                 base: np.ndarray | None = None, finding: bool = False) -> np.ndarray:
         """Mean probabilities (K, h, w) over ``views`` (scale of the working size,
-        mirrored); ``base``: ``working_copy(rgb, target)``, if already made."""
+        mirrored); ``base``: ``working_copy(rgb, target)``, if already made;
+        ``finding``: the pass only finds the people (a wide frame's whole-photo
+        pass before its crops), so a network that joins the main one for
+        photos without a head is not asked."""
         base = working_copy(rgb, target) if base is None else base
         h, w = base.shape[:2]
         # Edges wider at the working size than a training photo's (an
         # out-of-focus photo, a small person's crop enlarged) are sharpened in every view.
         blur = edge_width(base)
         blurred = out_of_focus(blur)
-        condition: Condition = "blurred" if blurred else "headless" if shows_no_head(pose) else None
+        condition: Condition = "blurred" if blurred else "headless" if not finding and shows_no_head(pose) else None
         total = np.zeros((len(FINE_LABELS), h, w), np.float32)
         for scale, flip in views:
             sh, sw = working_size(rgb.shape[0], rgb.shape[1], round(target * scale))
