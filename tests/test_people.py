@@ -224,6 +224,41 @@ def test_a_group_region_takes_each_pixel_from_the_crop_surest_of_a_person() -> N
     assert (labels[:, -1] == FINE_INDEX["hair"]).all()
 
 
+def test_a_group_region_drops_an_unsure_scrap_of_hair_but_keeps_a_small_belt() -> None:
+    """A scrap of a person parsed in its own enlarged crop can win a few pixels of
+    the group with hair the network half-believes in: noise, as in a crop; a
+    belt as small, but sure, is a person's belt."""
+    def member(box: tuple[int, int, int, int], patch: str, probability: float) -> Region:
+        probs = np.zeros((len(FINE_LABELS), 300, 200), np.float32)
+        probs[FINE_INDEX["upper"]] = 0.95
+        probs[FINE_INDEX["background"]] = 0.05
+        probs[:, 100:104, 50:60] = 0
+        probs[FINE_INDEX[patch], 100:104, 50:60] = probability
+        probs[FINE_INDEX["upper"], 100:104, 50:60] = 1 - probability
+        return Region(box, probs, np.ones((300, 200), np.float32))
+
+    def group(patch: str, probability: float) -> np.ndarray:
+        return composed_region([member((0, 0, 200, 300), patch, probability),
+                                member((150, 0, 350, 300), "upper", 0.95)]).probs.argmax(0)
+
+    assert not (group("hair", 0.45) == FINE_INDEX["hair"]).any()
+    assert (group("accessory", 0.6) == FINE_INDEX["accessory"]).sum() == 40
+
+
+def test_a_small_crop_is_enlarged_smoothly_for_the_network() -> None:
+    """A small person's crop enlarged to the working size is interpolated, not
+    repeated in blocks (area interpolation's enlargement, which the network
+    never saw); a large photo is still shrunk by pixel area."""
+    from clothseg.engine.core import network_view
+
+    ramp = np.tile(np.linspace(0, 250, 10).astype(np.uint8)[None, :, None], (10, 1, 3))
+    enlarged = network_view(ramp, 35, 35).astype(int)
+    assert (np.diff(enlarged[17, 3:-3, 0]) > 0).all()
+    checker = np.indices((40, 40)).sum(0) % 2 * 255
+    shrunk = network_view(np.repeat(checker[:, :, None], 3, 2).astype(np.uint8), 20, 20)
+    assert np.abs(shrunk.astype(int) - 127).max() <= 1
+
+
 def test_a_photo_filled_by_one_person_is_parsed_whole(engine: Engine) -> None:
     parsing = engine.parse(ccp_photo(1))
     assert parsing.has_person and not parsing.cropped

@@ -240,8 +240,16 @@ def working_size(height: int, width: int, target_height: int) -> tuple[int, int]
 
 def working_copy(rgb: np.ndarray, target: int) -> np.ndarray:
     """``rgb`` resized to the network's working size for ``target``."""
-    h, w = working_size(rgb.shape[0], rgb.shape[1], target)
-    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return network_view(rgb, *working_size(rgb.shape[0], rgb.shape[1], target))
+
+
+def network_view(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``rgb`` resized to ``height`` x ``width`` for the network: shrunk by
+    pixel area; enlarged (a small person's crop, a small photo) by Lanczos,
+    as OpenCV's area interpolation enlarges in near-nearest-neighbour blocks
+    (far framing 0.629 -> 0.642 with Lanczos, 0.641 cubic, 0.622 bilinear)."""
+    enlarged = height > rgb.shape[0] or width > rgb.shape[1]
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LANCZOS4 if enlarged else cv2.INTER_AREA)
 
 
 @dataclass(frozen=True)
@@ -731,7 +739,7 @@ class Engine:
         total = np.zeros((len(FINE_LABELS), h, w), np.float32)
         for scale, flip in views:
             sh, sw = working_size(rgb.shape[0], rgb.shape[1], round(target * scale))
-            img = base if (sh, sw) == (h, w) else cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+            img = base if (sh, sw) == (h, w) else network_view(rgb, sh, sw)
             if blurred:
                 img = sharpened(img, SHARPEN_RADIUS * blur * scale)
             view = np.ascontiguousarray(img[:, ::-1]) if flip else img
@@ -968,7 +976,9 @@ def composed_region(members: list[Region]) -> Region:
     """One region over the boxes of ``members`` (overlapping crops), at the
     finest of their resolutions: each pixel takes the probabilities of the
     member most sure it is a person (a person at the edge of a neighbour's
-    crop is parsed better in their own)."""
+    crop is parsed better in their own).  Hair or shoes in a small patch
+    the network is unsure of are noise in the group as in a crop (a scrap
+    of a person, enlarged in its own crop, wins a few pixels)."""
     x0, y0, x1, y1 = bounding_box([m.box for m in members])
     scale = max(m.probs.shape[1] / (m.box[3] - m.box[1]) for m in members)
     # A crowd spread over a large photo: no more pixels than COMPOSED_MAX_CROPS crops hold.
@@ -989,7 +999,7 @@ def composed_region(members: list[Region]) -> Region:
         window[:, surer] = member[:, surer]
         prior_window = prior[top:bottom, left:right]
         np.maximum(prior_window, cv2.resize(m.person_prior, size, interpolation=cv2.INTER_LINEAR), out=prior_window)
-    return Region((x0, y0, x1, y1), probs, prior)
+    return Region((x0, y0, x1, y1), without_specks(probs, probs.argmax(0), unsure_only=True)[0], prior)
 
 
 def _hide(image: np.ndarray, box: Box) -> np.ndarray:
@@ -1038,14 +1048,16 @@ def tidy_region(box: Box, probs: np.ndarray, pose: Pose, rgb: np.ndarray) -> Reg
     return Region(box, probs, _resized(pose.person_mask, probs.shape[1:]))
 
 
-def without_specks(probs: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def without_specks(probs: np.ndarray, label: np.ndarray, unsure_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A label that wins only a speck of the region (a few hair pixels on a
     hips-to-feet photo, stray shoe pixels on a portrait), or hair or shoes
     that win only a small patch the network is unsure of, is noise: its
     probability goes to the other labels, so its mask is empty.  ``label`` is
-    the argmax of ``probs``; both are returned, updated."""
+    the argmax of ``probs``; both are returned, updated.  ``unsure_only``:
+    only the second rule (a group's region, where a label small in the
+    group can be one person's whole belt)."""
     counts = np.bincount(label.ravel(), minlength=len(FINE_LABELS))
-    specks = (counts > 0) & (counts < MIN_LABEL_SHARE * label.size)
+    specks = (counts > 0) & (counts < MIN_LABEL_SHARE * label.size) & (not unsure_only)
     specks[FINE_INDEX["background"]] = False
     for part in fine_indices(UNSURE_PARTS):
         if counts[part] and not specks[part] and counts[part] < UNSURE_PART_SHARE * label.size:
