@@ -104,6 +104,11 @@ def normalise(rgb: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
     return torch.cat([(rgb - MEAN) / STD, priors], 1)
 
 
+# Per kind of window of a person cut by the frame: head to hips, hips to feet,
+# middle (neither head nor feet).
+Windows = tuple[float, float, float]
+
+
 FRAMING_PARTS = frozenset({"half", "cut", "studio", "gray", "skin", "blur"})
 
 
@@ -116,9 +121,21 @@ def framing_parts(text: str) -> frozenset[str]:
     return parts
 
 
+def cut_windows(text: str) -> Windows:
+    """``--cut-windows`` value: three non-negative shares, not all zero."""
+    try:
+        a, b, c = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("three comma-separated numbers, e.g. 0.7,0,0.3") from None
+    if min(a, b, c) < 0 or a + b + c <= 0:
+        raise argparse.ArgumentTypeError("shares must be non-negative and not all zero")
+    return a, b, c
+
+
 def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, out_h: int, out_w: int,
             soft: torch.Tensor | None = None,
-            framings: frozenset[str] = frozenset()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            framings: frozenset[str] = frozenset(),
+            cut_windows: Windows | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Random scale/crop/rotation/flip and colour jitter, one affine per sample.
     Returns the network input, the labels and, if ``soft`` teacher probabilities
     (any size, they are sampled in normalised coordinates) are given, those under
@@ -131,7 +148,9 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     ``studio`` the person on a plain studio backdrop, ``gray`` grayscale
     photos, ``skin`` darker skin tones, ``blur`` out-of-focus photos (a
     Gaussian blur of 0.6-2.5 px at the output size; the validation photos'
-    blurred framing is ~1.4 px at the engine's working size)."""
+    blurred framing is ~1.4 px at the engine's working size).  ``cut_windows``:
+    the ``cut`` part's shares of its three kinds of window (default
+    ``CUT_WINDOWS``)."""
     b = images.shape[0]
     rgb = images.float() / 255
     pri = priors.float() / 255
@@ -150,7 +169,7 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     ty[zoom] = torch.empty(int(zoom.sum())).uniform_(-0.9, 0.9)
     prior_drop = torch.full((b,), PRIOR_DROP)
     for part, rate, shares, drops in (("half", 0.25, HALF_WINDOWS, (PRIOR_DROP,) * 3),
-                                      ("cut", CUT_RATE, CUT_WINDOWS, CUT_PRIOR_DROP)):
+                                      ("cut", CUT_RATE, cut_windows or CUT_WINDOWS, CUT_PRIOR_DROP)):
         if part in framings:
             _cut_by_the_frame((torch.rand(b) < rate) & ~zoom, shares, drops, scale, tx, ty, prior_drop)
     aspect = (out_w / out_h) * (PAD_H / PAD_W)
@@ -206,9 +225,6 @@ def augment(images: torch.Tensor, priors: torch.Tensor, labels: torch.Tensor, ou
     return normalise(rgb, pri), lab, soft
 
 
-# Per kind of window of a person cut by the frame: head to hips, hips to feet,
-# middle (neither head nor feet).
-Windows = tuple[float, float, float]
 HALF_WINDOWS = (0.7, 0.3, 0.0)
 CUT_WINDOWS = (0.4, 0.3, 0.3)
 CUT_RATE = 0.6
@@ -432,6 +448,8 @@ def main() -> None:
                    help="augment towards the photos users send, all parts or a comma list of "
                    f"{','.join(sorted(FRAMING_PARTS))}: half-body crops, people cut by the frame, studio backdrops, "
                    "grayscale, darker skin tones, out-of-focus photos (see augment)")
+    p.add_argument("--cut-windows", type=cut_windows, help="the cut part's shares of head-to-hips, "
+                   f"hips-to-feet and middle windows, three numbers (default {','.join(map(str, CUT_WINDOWS))})")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.run.mkdir(parents=True, exist_ok=True)
@@ -521,7 +539,7 @@ def main() -> None:
                 tags = ps_tags[pick]
                 if soft is not None:
                     soft = torch.cat([soft, ps_soft[pick]])
-            x, y, soft = augment(img, pri, lab, args.height, args.width, soft, args.framings)
+            x, y, soft = augment(img, pri, lab, args.height, args.width, soft, args.framings, args.cut_windows)
             counts = label_counts(y)
             possible = counts > 0
             if tags is not None:
