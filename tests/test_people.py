@@ -178,6 +178,22 @@ def test_a_smaller_person_beside_a_large_one_gets_masks(engine: Engine, first: i
         assert person[y0:y1, x0:x1].mean() > 0.15  # 0.18-0.21
 
 
+def test_a_bystander_much_smaller_than_the_person_gets_no_masks(engine: Engine) -> None:
+    """A person a fifth as tall down the street beside a near one, whom
+    MediaPipe finds in a window of the wide photo, is a bystander (CCP does
+    not label them, a shop's photo does not want them): no masks there (0.20
+    person before the rule), while the near person keeps theirs."""
+    frame = street(1080, 1920)
+    near = paste(frame, ccp_photo(0), height=1000, left=200, top=40)
+    bystander = paste(frame, ccp_photo(2), height=200, left=1500, top=700)
+    seg = engine.segment(frame, SegmentOptions(class_type=4))
+    person = (seg.class_masks["clothes"] >= 128) | (seg.class_masks["body"] >= 128)
+    x0, y0, x1, y1 = near
+    assert person[y0:y1, x0:x1].mean() > 0.15  # 0.19
+    x0, y0, x1, y1 = bystander
+    assert person[y0:y1, x0:x1].mean() < 0.02  # 0.00
+
+
 def test_two_people_standing_close_are_parsed_each_on_their_own(engine: Engine) -> None:
     """One a little in front of the other: MediaPipe finds one, then the other
     with the first one's own pixels hidden, and each is parsed on their own crop
